@@ -1,0 +1,3 @@
+from zero2vllm.cli import main
+
+main()
