@@ -1,0 +1,1 @@
+"""CLI command modules. Each defines `register(group)`; keep module-level imports light."""

@@ -1,0 +1,485 @@
+"""The progress store: SQLite through the standard library, every SQL statement in this module.
+
+Schema changes are numbered migrations (`MIGRATIONS`), applied in order and recorded in
+`PRAGMA user_version`; never edit a migration that has shipped, append a new one.
+Writes run inside `BEGIN IMMEDIATE` transactions with WAL and a busy timeout, so a timer in one
+terminal and a `log` in another never lose each other's rows.
+
+Every change a user can make is journalled with what it takes to reverse it, so `z2v undo`
+works for all of them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+MIGRATIONS: list[str] = [
+    # 1: the plan, per-item state, time entries, the running timer, notes, the undo journal.
+    """
+    CREATE TABLE plan (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        source_text TEXT NOT NULL,
+        source_name TEXT NOT NULL,
+        imported_at TEXT NOT NULL,
+        start_date TEXT
+    );
+    CREATE TABLE item_state (
+        item_id TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('todo', 'in_progress', 'done', 'skipped')),
+        progress_done REAL,
+        progress_total REAL,
+        progress_unit TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE time_entry (
+        id INTEGER PRIMARY KEY,
+        item_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        seconds INTEGER NOT NULL CHECK (seconds > 0),
+        started_at TEXT,
+        ended_at TEXT,
+        note TEXT,
+        source TEXT NOT NULL DEFAULT 'log',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX time_entry_day ON time_entry (day);
+    CREATE INDEX time_entry_item ON time_entry (item_id);
+    CREATE TABLE timer (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        item_id TEXT NOT NULL,
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE note (
+        item_id TEXT PRIMARY KEY,
+        text TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        item_id TEXT,
+        summary TEXT NOT NULL,
+        undo TEXT NOT NULL,
+        undone INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # 2: lab runs (checks, training runs, benchmarks) and the evidence they leave.
+    """
+    CREATE TABLE lab_run (
+        id INTEGER PRIMARY KEY,
+        lab TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'check',
+        at TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        duration_s REAL,
+        code_path TEXT,
+        files_hash TEXT,
+        criteria TEXT NOT NULL DEFAULT '[]',
+        metrics TEXT NOT NULL DEFAULT '{}',
+        artifacts TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX lab_run_lab ON lab_run (lab, at);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+STATUSES = ("todo", "in_progress", "done", "skipped")
+
+
+class StoreError(Exception):
+    """The database cannot be used (newer schema, not a database, locked too long)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class TimeEntry:
+    id: int
+    item_id: str
+    day: str
+    seconds: int
+    started_at: str | None
+    ended_at: str | None
+    note: str | None
+    source: str
+    created_at: str
+
+
+@dataclass
+class ItemState:
+    item_id: str
+    status: str
+    progress_done: float | None
+    progress_total: float | None
+    progress_unit: str | None
+    updated_at: str
+
+
+@dataclass
+class Timer:
+    item_id: str
+    started_at: datetime
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn = conn
+        self.path = path
+
+    # -- opening and migrating ------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, *, migrate_to: int | None = None) -> "Store":
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            store = cls(conn, path)
+            store.migrate(migrate_to)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"cannot use {path} as the zero2vllm database: {exc}") from None
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self, target: int | None = None) -> None:
+        target = SCHEMA_VERSION if target is None else target
+        current = self.schema_version
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {current}, newer than this zero2vllm "
+                f"({SCHEMA_VERSION}); upgrade zero2vllm"
+            )
+        if current >= target:
+            return
+        with self.transaction():
+            current = self.schema_version  # another process may have migrated meanwhile
+            for number in range(current + 1, target + 1):
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
+        if self.conn.in_transaction:  # nested: the outer transaction commits
+            yield self.conn
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- plan -----------------------------------------------------------------------------------
+    def get_plan(self) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM plan WHERE id = 1").fetchone()
+
+    def set_plan(self, text: str, name: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                """INSERT INTO plan (id, source_text, source_name, imported_at) VALUES (1, ?, ?, ?)
+                   ON CONFLICT (id) DO UPDATE SET source_text = excluded.source_text,
+                   source_name = excluded.source_name, imported_at = excluded.imported_at""",
+                (text, name, iso(utcnow())),
+            )
+
+    def set_start_date(self, day: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE plan SET start_date = ? WHERE id = 1", (day,))
+
+    # -- item state -----------------------------------------------------------------------------
+    def states(self) -> dict[str, ItemState]:
+        rows = self.conn.execute("SELECT * FROM item_state").fetchall()
+        return {r["item_id"]: ItemState(**dict(r)) for r in rows}
+
+    def state(self, item_id: str) -> ItemState | None:
+        row = self.conn.execute("SELECT * FROM item_state WHERE item_id = ?", (item_id,)).fetchone()
+        return ItemState(**dict(row)) if row else None
+
+    def set_state(
+        self,
+        item_id: str,
+        status: str,
+        progress_done: float | None = None,
+        progress_total: float | None = None,
+        progress_unit: str | None = None,
+    ) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        with self.transaction() as c:
+            c.execute(
+                """INSERT INTO item_state VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (item_id) DO UPDATE SET status = excluded.status,
+                   progress_done = excluded.progress_done, progress_total = excluded.progress_total,
+                   progress_unit = excluded.progress_unit, updated_at = excluded.updated_at""",
+                (item_id, status, progress_done, progress_total, progress_unit, iso(utcnow())),
+            )
+
+    def _restore_state(self, item_id: str, row: dict | None) -> None:
+        self.conn.execute("DELETE FROM item_state WHERE item_id = ?", (item_id,))
+        if row:
+            self.conn.execute(
+                "INSERT INTO item_state VALUES (:item_id, :status, :progress_done, "
+                ":progress_total, :progress_unit, :updated_at)",
+                row,
+            )
+
+    # -- time entries ---------------------------------------------------------------------------
+    def add_entry(
+        self,
+        item_id: str,
+        day: str,
+        seconds: int,
+        *,
+        note: str | None = None,
+        source: str = "log",
+        started_at: str | None = None,
+        ended_at: str | None = None,
+    ) -> int:
+        with self.transaction() as c:
+            cur = c.execute(
+                """INSERT INTO time_entry
+                   (item_id, day, seconds, started_at, ended_at, note, source, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (item_id, day, int(seconds), started_at, ended_at, note, source, iso(utcnow())),
+            )
+            return int(cur.lastrowid)
+
+    def entry(self, entry_id: int) -> TimeEntry | None:
+        row = self.conn.execute("SELECT * FROM time_entry WHERE id = ?", (entry_id,)).fetchone()
+        return TimeEntry(**dict(row)) if row else None
+
+    def entries(
+        self, *, item_ids: list[str] | None = None, since: str | None = None, until: str | None = None
+    ) -> list[TimeEntry]:
+        sql, args = "SELECT * FROM time_entry WHERE 1 = 1", []
+        if since:
+            sql, args = sql + " AND day >= ?", args + [since]
+        if until:
+            sql, args = sql + " AND day <= ?", args + [until]
+        if item_ids is not None:
+            sql += f" AND item_id IN ({','.join('?' * len(item_ids))})"
+            args += item_ids
+        rows = self.conn.execute(sql + " ORDER BY day, id", args).fetchall()
+        return [TimeEntry(**dict(r)) for r in rows]
+
+    def seconds_by_item(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT item_id, SUM(seconds) FROM time_entry GROUP BY item_id"
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def seconds_by_day(self, since: str | None = None, until: str | None = None) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT day, SUM(seconds) FROM time_entry WHERE day >= ? AND day <= ? GROUP BY day",
+            (since or "0000-00-00", until or "9999-99-99"),
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def seconds_by_item_between(self, since: str, until: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            """SELECT item_id, SUM(seconds) FROM time_entry WHERE day >= ? AND day <= ?
+               GROUP BY item_id""",
+            (since, until),
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def count_entries(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM time_entry").fetchone()[0]
+
+    # -- timer ----------------------------------------------------------------------------------
+    def timer(self) -> Timer | None:
+        row = self.conn.execute("SELECT item_id, started_at FROM timer WHERE id = 1").fetchone()
+        if not row:
+            return None
+        return Timer(row["item_id"], datetime.fromisoformat(row["started_at"]))
+
+    def _set_timer(self, item_id: str | None, started_at: str | None) -> None:
+        self.conn.execute("DELETE FROM timer")
+        if item_id:
+            self.conn.execute(
+                "INSERT INTO timer (id, item_id, started_at) VALUES (1, ?, ?)", (item_id, started_at)
+            )
+
+    # -- notes ----------------------------------------------------------------------------------
+    def note(self, item_id: str) -> str | None:
+        row = self.conn.execute("SELECT text FROM note WHERE item_id = ?", (item_id,)).fetchone()
+        return row[0] if row else None
+
+    def notes(self) -> dict[str, str]:
+        return {r[0]: r[1] for r in self.conn.execute("SELECT item_id, text FROM note")}
+
+    def _set_note(self, item_id: str, text: str | None) -> None:
+        self.conn.execute("DELETE FROM note WHERE item_id = ?", (item_id,))
+        if text is not None:
+            self.conn.execute(
+                "INSERT INTO note (item_id, text, updated_at) VALUES (?, ?, ?)",
+                (item_id, text, iso(utcnow())),
+            )
+
+    # -- journalled changes (what the CLI and the dashboard call) --------------------------------
+    def _journal(self, action: str, item_id: str | None, summary: str, undo: list[dict]) -> None:
+        self.conn.execute(
+            "INSERT INTO journal (at, action, item_id, summary, undo) VALUES (?, ?, ?, ?, ?)",
+            (iso(utcnow()), action, item_id, summary, json.dumps(undo)),
+        )
+
+    def change_status(self, item_id: str, status: str, summary: str, **progress: Any) -> None:
+        with self.transaction():
+            before = self.state(item_id)
+            self.set_state(item_id, status, **progress)
+            undo = [{"op": "state", "item_id": item_id, "row": before.__dict__ if before else None}]
+            self._journal(status, item_id, summary, undo)
+
+    def log_time(self, item_id: str, day: str, seconds: int, summary: str, **kw: Any) -> int:
+        with self.transaction():
+            entry_id = self.add_entry(item_id, day, seconds, **kw)
+            undo: list[dict] = [{"op": "delete_entry", "id": entry_id}]
+            before = self.state(item_id)
+            if before is None or before.status == "todo":
+                self.set_state(item_id, "in_progress")
+                undo.append({"op": "state", "item_id": item_id, "row": before.__dict__ if before else None})
+            self._journal("log", item_id, summary, undo)
+            return entry_id
+
+    def start_timer(self, item_id: str, started_at: datetime, summary: str) -> Timer | None:
+        """Start a timer; returns the timer it replaced (which the caller stops first)."""
+        with self.transaction():
+            previous = self.timer()
+            self._set_timer(item_id, iso(started_at))
+            undo = [{"op": "timer", "row": _timer_row(previous)}]
+            before = self.state(item_id)
+            if before is None or before.status == "todo":
+                self.set_state(item_id, "in_progress")
+                undo.append({"op": "state", "item_id": item_id, "row": before.__dict__ if before else None})
+            self._journal("start", item_id, summary, undo)
+            return previous
+
+    def stop_timer(self, ended_at: datetime, day: str, summary: str) -> tuple[Timer, int | None] | None:
+        """Stop the running timer, logging its time; None when no timer runs."""
+        with self.transaction():
+            timer = self.timer()
+            if timer is None:
+                return None
+            seconds = int((ended_at - timer.started_at).total_seconds())
+            undo: list[dict] = [{"op": "timer", "row": _timer_row(timer)}]
+            entry_id = None
+            self._set_timer(None, None)
+            if seconds > 0:
+                entry_id = self.add_entry(
+                    timer.item_id, day, seconds, source="timer",
+                    started_at=iso(timer.started_at), ended_at=iso(ended_at),
+                )
+                undo.append({"op": "delete_entry", "id": entry_id})
+            self._journal("stop", timer.item_id, summary, undo)
+            return timer, entry_id
+
+    def set_note(self, item_id: str, text: str, summary: str) -> None:
+        with self.transaction():
+            before = self.note(item_id)
+            self._set_note(item_id, text)
+            self._journal("note", item_id, summary, [{"op": "note", "item_id": item_id, "text": before}])
+
+    def last_change(self) -> sqlite3.Row | None:
+        return self.conn.execute(
+            "SELECT * FROM journal WHERE undone = 0 ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+
+    def undo_last(self) -> sqlite3.Row | None:
+        with self.transaction():
+            row = self.last_change()
+            if row is None:
+                return None
+            for op in reversed(json.loads(row["undo"])):
+                kind = op["op"]
+                if kind == "delete_entry":
+                    self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["id"],))
+                elif kind == "state":
+                    self._restore_state(op["item_id"], op["row"])
+                elif kind == "timer":
+                    r = op["row"]
+                    self._set_timer(r["item_id"] if r else None, r["started_at"] if r else None)
+                elif kind == "note":
+                    self._set_note(op["item_id"], op["text"])
+                else:  # pragma: no cover - journal written by a newer version
+                    raise StoreError(f"cannot undo {kind!r}")
+            self.conn.execute("UPDATE journal SET undone = 1 WHERE id = ?", (row["id"],))
+            return row
+
+    def journal(self, limit: int = 50) -> list[sqlite3.Row]:
+        return self.conn.execute(
+            "SELECT * FROM journal ORDER BY id DESC LIMIT ?", (limit,)
+        ).fetchall()
+
+    # -- lab runs -------------------------------------------------------------------------------
+    def add_lab_run(
+        self,
+        lab: str,
+        passed: bool,
+        *,
+        kind: str = "check",
+        duration_s: float | None = None,
+        code_path: str | None = None,
+        files_hash: str | None = None,
+        criteria: list | None = None,
+        metrics: dict | None = None,
+        artifacts: list | None = None,
+    ) -> int:
+        with self.transaction() as c:
+            cur = c.execute(
+                """INSERT INTO lab_run (lab, kind, at, passed, duration_s, code_path, files_hash,
+                   criteria, metrics, artifacts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    lab, kind, iso(utcnow()), int(bool(passed)), duration_s, code_path, files_hash,
+                    json.dumps(criteria or []), json.dumps(metrics or {}), json.dumps(artifacts or []),
+                ),
+            )
+            return int(cur.lastrowid)
+
+    def lab_runs(self, lab: str | None = None, kind: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM lab_run WHERE 1 = 1", []
+        if lab:
+            sql, args = sql + " AND lab = ?", args + [lab]
+        if kind:
+            sql, args = sql + " AND kind = ?", args + [kind]
+        rows = self.conn.execute(sql + " ORDER BY id", args).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["passed"] = bool(d["passed"])
+            for key in ("criteria", "metrics", "artifacts"):
+                d[key] = json.loads(d[key])
+            out.append(d)
+        return out
+
+
+def _timer_row(timer: Timer | None) -> dict | None:
+    if timer is None:
+        return None
+    return {"item_id": timer.item_id, "started_at": iso(timer.started_at)}
