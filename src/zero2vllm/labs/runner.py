@@ -1,0 +1,116 @@
+"""The child process that runs one lab's checks: `python -m zero2vllm.labs.runner LAB PATH --out F`.
+
+It writes one JSON object per line to F as it goes (plan, start, result, metrics, done), so the
+parent (check.py) can show progress and still knows what finished if this process hangs, dies
+or is killed at the time limit. Whatever the learner's code prints goes to stdout/stderr,
+which the parent drains and keeps only the tail of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from zero2vllm.labs import get_lab
+from zero2vllm.labs.framework import (
+    CheckFailed, Context, criteria_of, describe_exception, entry_file, load_module,
+)
+
+IMPORT_CRITERION = "imports"
+
+
+class Events:
+    def __init__(self, path: str):
+        self.file = open(path, "a", encoding="utf-8")
+
+    def emit(self, **event) -> None:
+        self.file.write(json.dumps(event, default=str) + "\n")
+        self.file.flush()
+
+
+def run(lab_id: str, path: str, events: Events, *, fast: bool = False,
+        only: list[str] | None = None) -> bool:
+    lab = get_lab(lab_id)
+    if lab is None:
+        raise SystemExit(f"no lab {lab_id!r}")
+    checks = importlib.import_module(lab.checks_module)
+    criteria = criteria_of(checks.__name__)
+    if only:
+        criteria = [c for c in criteria if c.name in only]
+    names = ([IMPORT_CRITERION] if lab.entry else []) + [c.name for c in criteria]
+    events.emit(event="plan", criteria=names, pid=os.getpid())
+
+    target = Path(path).resolve()
+    ctx = Context(path=target, fast=fast)
+    setup = getattr(checks, "setup", None)
+    if setup:
+        setup(ctx)  # the lab's own preparation (threads, seeds); not the learner's code
+    all_passed = True
+    skip_reason = None
+    if lab.entry:
+        events.emit(event="start", name=IMPORT_CRITERION)
+        t0 = time.perf_counter()
+        file = entry_file(target, lab.entry)
+        root = file.parent
+        try:
+            ctx.module = load_module(file)
+            passed, detail = True, f"imported {file}"
+        except CheckFailed as exc:
+            passed, detail = False, exc.detail()
+        except BaseException as exc:  # noqa: BLE001 - SyntaxError, SystemExit... all are the learner's
+            passed, detail = False, describe_exception(exc, root)
+        events.emit(event="result", name=IMPORT_CRITERION, passed=passed, detail=detail,
+                    seconds=round(time.perf_counter() - t0, 3))
+        if not passed:
+            all_passed = False
+            skip_reason = f"not run: {file.name} did not import"
+    else:
+        root = target if target.is_dir() else target.parent
+
+    for crit in criteria:
+        if skip_reason:
+            events.emit(event="result", name=crit.name, passed=False, detail=skip_reason, seconds=0)
+            continue
+        events.emit(event="start", name=crit.name)
+        t0 = time.perf_counter()
+        try:
+            note = crit.func(ctx)
+            passed, detail = True, (str(note) if note is not None else "ok")
+        except CheckFailed as exc:
+            passed, detail = False, exc.detail()
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            passed, detail = False, describe_exception(exc, root)
+        all_passed &= passed
+        events.emit(event="result", name=crit.name, passed=passed, detail=detail,
+                    seconds=round(time.perf_counter() - t0, 3))
+    events.emit(event="metrics", metrics=ctx.metrics)
+    events.emit(event="done", passed=all_passed)
+    return all_passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m zero2vllm.labs.runner")
+    parser.add_argument("lab")
+    parser.add_argument("path")
+    parser.add_argument("--out", required=True, help="file to append JSON-lines events to")
+    parser.add_argument("--fast", action="store_true", help="shorter checks (the tool's own tests)")
+    parser.add_argument("--only", default="", help="comma-separated criterion names")
+    args = parser.parse_args(argv)
+    events = Events(args.out)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] or None
+    passed = run(args.lab, args.path, events, fast=args.fast, only=only)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Learner code may have left non-daemon threads running; they must not keep us alive.
+    os._exit(0 if passed else 1)
+
+
+if __name__ == "__main__":
+    main()
