@@ -209,9 +209,12 @@ class Store:
                 (text, name, iso(utcnow())),
             )
 
-    def set_start_date(self, day: str) -> None:
+    def set_start_date(self, day: str, summary: str | None = None) -> None:
         with self.transaction() as c:
+            before = self.get_plan()
             c.execute("UPDATE plan SET start_date = ? WHERE id = 1", (day,))
+            if summary and before is not None:
+                self._journal("start-date", None, summary, [{"op": "plan", "row": dict(before)}])
 
     # -- item state -----------------------------------------------------------------------------
     def states(self) -> dict[str, ItemState]:
@@ -406,6 +409,31 @@ class Store:
             self._set_note(item_id, text)
             self._journal("note", item_id, summary, [{"op": "note", "item_id": item_id, "text": before}])
 
+    def import_plan(
+        self,
+        text: str,
+        name: str,
+        entries: list[tuple[str, str, int]],
+        states: list[tuple[str, str, float | None, float | None, str | None]],
+        summary: str,
+    ) -> None:
+        """Store a plan and the progress its annotations carry, as one undoable change.
+        `entries` are (item_id, day, seconds); `states` are (item_id, status, done, total, unit)."""
+        with self.transaction():
+            before = self.get_plan()
+            undo: list[dict] = [{"op": "plan", "row": dict(before) if before else None}]
+            self.set_plan(text, name)
+            if before is not None and before["start_date"]:
+                self.set_start_date(before["start_date"])
+            for item_id, day, seconds in entries:
+                entry_id = self.add_entry(item_id, day, seconds, source="import", note="from plan text")
+                undo.append({"op": "delete_entry", "id": entry_id})
+            for item_id, status, done, total, unit in states:
+                old = self.state(item_id)
+                self.set_state(item_id, status, done, total, unit)
+                undo.append({"op": "state", "item_id": item_id, "row": old.__dict__ if old else None})
+            self._journal("import", None, summary, undo)
+
     def last_change(self) -> sqlite3.Row | None:
         return self.conn.execute(
             "SELECT * FROM journal WHERE undone = 0 ORDER BY id DESC LIMIT 1"
@@ -427,6 +455,13 @@ class Store:
                     self._set_timer(r["item_id"] if r else None, r["started_at"] if r else None)
                 elif kind == "note":
                     self._set_note(op["item_id"], op["text"])
+                elif kind == "plan":
+                    self.conn.execute("DELETE FROM plan")
+                    if op["row"]:
+                        self.conn.execute(
+                            "INSERT INTO plan VALUES (:id, :source_text, :source_name, "
+                            ":imported_at, :start_date)", op["row"],
+                        )
                 else:  # pragma: no cover - journal written by a newer version
                     raise StoreError(f"cannot undo {kind!r}")
             self.conn.execute("UPDATE journal SET undone = 1 WHERE id = ?", (row["id"],))

@@ -1,0 +1,350 @@
+"""Tracking commands: status, week, next, start/stop, log, done/skip/reopen, undo, note, history."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, timedelta
+
+import click
+
+from zero2vllm.cli import AppContext, Z2VError, pass_app
+
+
+def _plan(app: AppContext):
+    from zero2vllm import tracker
+    from zero2vllm.plan import PlanError
+
+    try:
+        return tracker.load_plan(app.store)
+    except PlanError as exc:  # a stored plan that no longer parses (edited by hand)
+        raise Z2VError(f"the stored plan cannot be read: {exc}; import a fixed one with `z2v plan import`")
+
+
+def _item(app: AppContext, plan, ref: str):
+    from zero2vllm.tracker import RefError, resolve
+
+    try:
+        return resolve(plan, ref)
+    except RefError as exc:
+        raise Z2VError(str(exc)) from None
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@pass_app
+def status_cmd(app: AppContext, as_json: bool) -> None:
+    """Where you are: this week and today's block, what's next, progress, hours, pace, finish.
+
+    Pace is hours logged minus the block budgets (lower bounds) of the days before today;
+    the projected finish assumes you keep your average rate so far.
+    """
+    from zero2vllm import tracker, ui
+    from zero2vllm.durations import format_duration
+
+    plan = _plan(app)
+    st = tracker.status(app.store, plan)
+    if as_json:
+        ui.echo_json(st)
+        return
+    con = ui.console()
+    p = st["plan"]
+    con.print(f"[bold]{plan.title}[/bold]  ({p['start']} to {p['end']}, today {st['today']})")
+    tw = st["this_week"]
+    if tw is None:
+        where = "starts on " + p["start"] if st["week_index"] < 1 else "ended on " + p["end"]
+        con.print(f"The plan {where}.")
+    else:
+        draft = " [draft]" if tw["draft"] else ""
+        con.print(f"Week {tw['number']}: {tw['title']}{draft}")
+        if tw["goal"]:
+            con.print(f"  Goal: {tw['goal']}")
+        tb = st["today_block"]
+        if tb:
+            con.print(f"  Today's block: {tb['label']} ({ui.budget(tb['budget_min'], tb['budget_max'])}), "
+                      f"logged {ui.hours(tb['hours_logged'])}")
+        commit = ui.budget(tw["commitment_min"], tw["commitment_max"])
+        con.print(f"  This week: {ui.hours(tw['hours_logged'])} logged of {commit} committed "
+                  f"(blocks budget {ui.budget(tw['budget_min'], tw['budget_max'])})")
+        for b in tw["blocks"]:
+            frac = b["hours_logged"] / b["budget_min"] if b["budget_min"] else 0
+            mark = "<" if b["today"] else " "
+            con.print(f"   {mark} {b['label']:<20} {ui.bar(frac, 10)} {ui.hours(b['hours_logged'])} / "
+                      f"{ui.budget(b['budget_min'], b['budget_max'])}", markup=False)
+    if st["timer"]:
+        t = st["timer"]
+        con.print(f"Timer running: {t['item']} for {format_duration(t['elapsed_s'])}")
+    if st["next"]:
+        con.print("Next:")
+        for item_id in st["next"]:
+            item = plan.item(item_id)
+            con.print(f"  {item_id}  {item.label + ': ' if item.label else ''}{item.title}", markup=False)
+    con.print("Progress:")
+    for w in st["weeks"]:
+        closed = w["done"] + w["skipped"]
+        frac = closed / w["items"] if w["items"] else 0
+        draft = " (draft)" if w["draft"] else ""
+        con.print(f"  W{w['number']} {ui.bar(frac)} {closed}/{w['items']} items, "
+                  f"{ui.hours(w['hours_logged'])}{draft}", markup=False)
+    h = st["hours"]
+    pace = h["pace"]
+    word = "ahead" if pace >= 0 else "behind"
+    con.print(f"Hours: {ui.hours(h['logged'])} logged, {ui.hours(h['planned_to_date'])} planned to date: "
+              f"{abs(pace):.1f}h {word}.")
+    if st["projected_finish"]:
+        con.print(f"Projected finish: {st['projected_finish']} at your pace "
+                  f"(scheduled {st['scheduled_finish']}).")
+    else:
+        con.print(f"Projected finish: log some time first (scheduled {st['scheduled_finish']}).")
+
+
+@click.command("week")
+@click.argument("number", type=int, required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the week as JSON.")
+@pass_app
+def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
+    """The items of week NUMBER (default: this week) with their status and time."""
+    from zero2vllm import tracker, ui
+    from zero2vllm.durations import format_duration
+
+    plan = _plan(app)
+    if number is None:
+        idx = tracker.week_index(plan, tracker.start_date(app.store), tracker.local_day(tracker.now()))
+        idx = min(max(idx, 1), len(plan.weeks))
+        week = plan.weeks[idx - 1]
+    else:
+        week = plan.week(number)
+        if week is None:
+            have = ", ".join(str(w.number) for w in plan.weeks)
+            raise Z2VError(f"there is no week {number}; the plan has weeks {have}")
+    prog = tracker.progress(app.store, plan)
+    notes = app.store.notes()
+    if as_json:
+        from dataclasses import asdict
+
+        data = asdict(week)
+        for it in data["items"]:
+            it["state"] = prog[it["id"]].__dict__
+            it["note"] = notes.get(it["id"])
+        ui.echo_json(data)
+        return
+    con = ui.console()
+    con.print(f"[bold]Week {week.number}: {week.title}[/bold]{' (draft)' if week.draft else ''}")
+    if week.goal:
+        con.print(f"Goal: {week.goal}", markup=False)
+    by_block = {}
+    for item in week.items:
+        by_block.setdefault(item.block, []).append(item)
+    for b_index, items in by_block.items():
+        if b_index is not None:
+            b = week.blocks[b_index]
+            con.print(f"\n{b.label} ({ui.budget(b.hours_min, b.hours_max)})", markup=False)
+        for item in items:
+            p = prog[item.id]
+            extra = []
+            if p.seconds:
+                extra.append(format_duration(p.seconds))
+            if item.minutes:
+                extra.append(f"est {format_duration(item.minutes * 60)}")
+            if p.total:
+                extra.append(f"{p.done:g}/{p.total:g} {p.unit or ''}".strip())
+            if item.id in notes:
+                extra.append("note")
+            tail = f"  ({', '.join(extra)})" if extra else ""
+            draft = " [draft]" if item.draft else ""
+            con.print(f"  {ui.STATUS_MARK[p.status]} {item.id}  {item.label + ': ' if item.label else ''}"
+                      f"{item.title}{draft}{tail}", markup=False)
+    concepts = [c for c in week.concepts]
+    if concepts:
+        con.print("\nKey concepts and insights:")
+        for c in concepts:
+            con.print(f"  - {c.text}", markup=False)
+
+
+@click.command("next")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def next_cmd(app: AppContext, as_json: bool) -> None:
+    """The next open items, in plan order (items in progress first)."""
+    from zero2vllm import tracker, ui
+
+    plan = _plan(app)
+    items = tracker.next_items(plan, tracker.progress(app.store, plan), limit=5)
+    if as_json:
+        ui.echo_json([{"id": i.id, "week": i.week, "kind": i.kind, "title": i.title, "url": i.url}
+                      for i in items])
+        return
+    if not items:
+        click.echo("Nothing left: every item is done or skipped.")
+    for i in items:
+        url = f"  {i.url}" if i.url else ""
+        click.echo(f"{i.id}  {i.label + ': ' if i.label else ''}{i.title}{url}")
+
+
+@click.command("start")
+@click.argument("item")
+@pass_app
+def start_cmd(app: AppContext, item: str) -> None:
+    """Start a timer on ITEM (stops a running one first, logging its time)."""
+    from zero2vllm import tracker
+    from zero2vllm.durations import format_duration
+
+    plan = _plan(app)
+    it = _item(app, plan, item)
+    at = tracker.now()
+    stopped = app.store.stop_timer(at, tracker.local_day(app.store.timer().started_at).isoformat(),
+                                   "stop (timer switched)") if app.store.timer() else None
+    if stopped:
+        timer, _ = stopped
+        secs = int((at - timer.started_at).total_seconds())
+        click.echo(f"Stopped {timer.item_id}: logged {format_duration(secs)}.")
+    app.store.start_timer(it.id, at, f"start timer on {it.id}")
+    click.echo(f"Timer started on {it.id} at {at:%H:%M}. `z2v stop` logs the time.")
+
+
+@click.command("stop")
+@pass_app
+def stop_cmd(app: AppContext) -> None:
+    """Stop the running timer and log its time (also after a crash or reboot)."""
+    from zero2vllm import tracker
+    from zero2vllm.durations import format_duration
+
+    timer = app.store.timer()
+    if timer is None:
+        raise Z2VError("no timer is running; start one with `z2v start ITEM`")
+    at = tracker.now()
+    result = app.store.stop_timer(at, tracker.local_day(timer.started_at).isoformat(),
+                                  f"stop timer on {timer.item_id}")
+    if result is None:
+        raise Z2VError("the timer was stopped by another process meanwhile")
+    secs = int((at - timer.started_at).total_seconds())
+    click.echo(f"Stopped {timer.item_id}: logged {format_duration(secs)}.")
+
+
+@click.command("log")
+@click.argument("item")
+@click.argument("duration")
+@click.option("--on", "on", default=None, help="The day you studied (YYYY-MM-DD, 'today', 'yesterday').")
+@click.option("--note", default=None, help="A note for this entry.")
+@pass_app
+def log_cmd(app: AppContext, item: str, duration: str, on: str | None, note: str | None) -> None:
+    """Log time on ITEM: DURATION like 30m, 1h15m or 1.5h."""
+    from zero2vllm import tracker
+    from zero2vllm.durations import DurationError, format_duration, parse_duration
+
+    plan = _plan(app)
+    it = _item(app, plan, item)
+    try:
+        seconds = parse_duration(duration)
+    except DurationError as exc:
+        raise Z2VError(str(exc)) from None
+    if seconds > 24 * 3600:
+        raise Z2VError(f"{duration} is more than a day; log each day separately with --on")
+    day = _parse_day(on)
+    app.store.log_time(it.id, day.isoformat(), seconds, f"log {format_duration(seconds)} on {it.id}", note=note)
+    total = app.store.seconds_by_item().get(it.id, 0)
+    click.echo(f"Logged {format_duration(seconds)} on {it.id} for {day} (total {format_duration(total)}).")
+
+
+def _parse_day(on: str | None) -> date:
+    from zero2vllm import tracker
+
+    today = tracker.local_day(tracker.now())
+    if on in (None, "today"):
+        return today
+    if on == "yesterday":
+        return today - timedelta(days=1)
+    try:
+        return date.fromisoformat(on)
+    except ValueError:
+        raise Z2VError(f"--on {on!r} is not a date; write YYYY-MM-DD, today or yesterday") from None
+
+
+def _status_command(name: str, status: str, verb: str, help_text: str):
+    @click.command(name, help=help_text)
+    @click.argument("item")
+    @pass_app
+    def cmd(app: AppContext, item: str) -> None:
+        plan = _plan(app)
+        it = _item(app, plan, item)
+        app.store.change_status(it.id, status, f"{name} {it.id}")
+        click.echo(f"{it.id}: {verb}.")
+
+    return cmd
+
+
+done_cmd = _status_command("done", "done", "done", "Mark ITEM done.")
+skip_cmd = _status_command("skip", "skipped", "skipped", "Skip ITEM (counts as closed, not done).")
+reopen_cmd = _status_command("reopen", "todo", "reopened", "Reopen ITEM (back to to-do; its time stays).")
+
+
+@click.command("undo")
+@pass_app
+def undo_cmd(app: AppContext) -> None:
+    """Undo the last change (log, timer, status, note, import, start date)."""
+    row = app.store.undo_last()
+    if row is None:
+        raise Z2VError("nothing to undo")
+    click.echo(f"Undid: {row['summary']} ({row['at']}).")
+
+
+@click.command("note")
+@click.argument("item")
+@click.option("--text", "text", default=None, help="The note (otherwise $EDITOR opens).")
+@click.option("--show", is_flag=True, help="Print the note instead of editing it.")
+@pass_app
+def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
+    """Write or show the note of ITEM (Markdown; e.g. your 1-page summary)."""
+    plan = _plan(app)
+    it = _item(app, plan, item)
+    current = app.store.note(it.id)
+    if show:
+        click.echo(current or f"No note on {it.id}.")
+        return
+    if text is None:
+        if not os.environ.get("EDITOR") and not os.environ.get("VISUAL"):
+            raise Z2VError("no $EDITOR set; pass the note with --text or set EDITOR")
+        text = click.edit(current or f"# {it.title}\n\n")
+        if text is None:
+            click.echo("Note unchanged.")
+            return
+    app.store.set_note(it.id, text, f"note on {it.id}")
+    click.echo(f"Saved note on {it.id} ({len(text.split())} words).")
+
+
+@click.command("history")
+@click.option("--week", "week", type=int, default=None, help="Only entries on this week's items.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def history_cmd(app: AppContext, week: int | None, as_json: bool) -> None:
+    """Time entries, newest last, with day totals."""
+    from zero2vllm import ui
+    from zero2vllm.durations import format_duration
+
+    plan = _plan(app)
+    ids = None
+    if week is not None:
+        w = plan.week(week)
+        if w is None:
+            raise Z2VError(f"there is no week {week}")
+        ids = [i.id for i in w.items]
+    entries = app.store.entries(item_ids=ids)
+    if as_json:
+        ui.echo_json([e.__dict__ for e in entries])
+        return
+    if not entries:
+        click.echo("No time logged yet. `z2v log ITEM 30m` or `z2v start ITEM`.")
+        return
+    day = None
+    for e in entries:
+        if e.day != day:
+            day = e.day
+            total = sum(x.seconds for x in entries if x.day == day)
+            click.echo(f"{day}  ({format_duration(total)})")
+        note = f"  - {e.note}" if e.note else ""
+        click.echo(f"  {format_duration(e.seconds):>7}  {e.item_id}  [{e.source}]{note}")
+
+
+def register(group: click.Group) -> None:
+    for cmd in (status_cmd, week_cmd, next_cmd, start_cmd, stop_cmd, log_cmd, done_cmd, skip_cmd,
+                reopen_cmd, undo_cmd, note_cmd, history_cmd):
+        group.add_command(cmd)
