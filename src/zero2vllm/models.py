@@ -169,11 +169,13 @@ def _hf_cache_snapshot(repo_id: str) -> Path | None:
     return path if (path / "config.json").exists() else None
 
 
-def load_model(spec: str = SMOLLM2, *, device: str = "cpu", dtype: str | None = None):
+def load_model(spec: str = SMOLLM2, *, device: str = "cpu", dtype: str | None = None,
+               tokenizer: bool = True):
     """(model, tokenizer, folder) for a `--model` value, in eval mode on `device`.
 
     `dtype` is "float32", "bfloat16", "float16" or None (the folder's own dtype, fp32 on CPU
-    for SmolLM2).
+    for SmolLM2). With tokenizer=False the tokenizer is None (a folder may have none: the KV
+    profiler feeds token ids).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -182,5 +184,5 @@ def load_model(spec: str = SMOLLM2, *, device: str = "cpu", dtype: str | None = 
     torch_dtype = getattr(torch, dtype) if dtype else "auto"
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
     model.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return model, tokenizer, folder
+    tok = AutoTokenizer.from_pretrained(str(folder)) if tokenizer else None
+    return model, tok, folder
