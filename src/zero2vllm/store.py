@@ -87,6 +87,29 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX lab_run_lab ON lab_run (lab, at);
     """,
+    # 3: flashcards (from the plan's key concepts, or the learner's own) and their FSRS reviews.
+    """
+    CREATE TABLE card (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL CHECK (source IN ('plan', 'user')),
+        week INTEGER,
+        question TEXT NOT NULL,
+        answer TEXT,
+        fsrs TEXT NOT NULL,
+        due TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        suspended INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX card_due ON card (due);
+    CREATE TABLE review (
+        id INTEGER PRIMARY KEY,
+        card_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        rating INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 4),
+        fsrs_log TEXT NOT NULL
+    );
+    CREATE INDEX review_card ON review (card_id, at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
