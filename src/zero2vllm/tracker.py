@@ -117,8 +117,9 @@ class RefError(ValueError):
     pass
 
 
-def _haystack(item: Item) -> str:
-    return f"{item.id} {item.label} {item.title} {item.kind}".lower()
+def _haystack(item: Item, details: bool = False) -> str:
+    extra = " ".join(d.text for d in item.details) if details else ""
+    return f"{item.id} {item.label} {item.title} {item.kind} {extra}".lower()
 
 
 def resolve(plan: Plan, ref: str) -> Item:
@@ -137,11 +138,12 @@ def resolve(plan: Plan, ref: str) -> Item:
         if len(found) > 1:
             raise RefError(_ambiguous(ref, found))
     words = re.findall(r"[a-z0-9]+", key)
-    found = [i for i in items if all(re.search(rf"\b{re.escape(w)}", _haystack(i)) for w in words)]
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        raise RefError(_ambiguous(ref, found))
+    for details in (False, True):  # titles first; a project's steps only when no title matches
+        found = [i for i in items if all(re.search(rf"\b{re.escape(w)}", _haystack(i, details)) for w in words)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise RefError(_ambiguous(ref, found))
     scored = sorted(
         items,
         key=lambda i: -max(
