@@ -536,6 +536,140 @@ class Store:
             out.append(d)
         return out
 
+    # -- cards and reviews (zero2vllm.review: FSRS concept review) ------------------------------
+    CARD_FIELDS = ("question", "answer", "week", "suspended")
+
+    def cards(self, *, include_suspended: bool = True) -> list[dict]:
+        sql = "SELECT * FROM card" + ("" if include_suspended else " WHERE suspended = 0")
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY due, id")]
+
+    def card(self, card_id: str) -> dict | None:
+        row = self.conn.execute("SELECT * FROM card WHERE id = ?", (card_id,)).fetchone()
+        return dict(row) if row else None
+
+    def add_cards(self, rows: list[dict]) -> None:
+        """Insert new cards (dicts with every column but `suspended`), all or none."""
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO card (id, source, week, question, answer, fsrs, due, created_at)
+                   VALUES (:id, :source, :week, :question, :answer, :fsrs, :due, :created_at)""",
+                rows,
+            )
+
+    def update_card(self, card_id: str, **fields: Any) -> None:
+        """Change a card's text, week or suspension (its schedule changes only by a review)."""
+        bad = set(fields) - set(self.CARD_FIELDS)
+        if bad:
+            raise ValueError(f"cannot update card field(s) {sorted(bad)}")
+        if not fields:
+            return
+        sets = ", ".join(f"{name} = :{name}" for name in fields)
+        with self.transaction() as c:
+            c.execute(f"UPDATE card SET {sets} WHERE id = :id", {**fields, "id": card_id})
+
+    def delete_card(self, card_id: str) -> int:
+        """Delete a card and its reviews; returns how many reviews went with it."""
+        with self.transaction() as c:
+            n = c.execute("DELETE FROM review WHERE card_id = ?", (card_id,)).rowcount
+            c.execute("DELETE FROM card WHERE id = ?", (card_id,))
+            return n
+
+    def record_review(self, card_id: str, at: str, rating: int, fsrs_log: str, fsrs: str, due: str) -> int:
+        """One review: the log row and the card's new FSRS state, in one transaction."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT INTO review (card_id, at, rating, fsrs_log) VALUES (?, ?, ?, ?)",
+                (card_id, at, int(rating), fsrs_log),
+            )
+            c.execute("UPDATE card SET fsrs = ?, due = ? WHERE id = ?", (fsrs, due, card_id))
+            return int(cur.lastrowid)
+
+    def reviews(self, card_id: str | None = None, since: str | None = None) -> list[dict]:
+        sql, args = "SELECT * FROM review WHERE 1 = 1", []
+        if card_id:
+            sql, args = sql + " AND card_id = ?", args + [card_id]
+        if since:
+            sql, args = sql + " AND at >= ?", args + [since]
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY at, id", args)]
+
+    # -- export/import/backup (zero2vllm.commands.data) -----------------------------------------
+    def table_names(self) -> list[str]:
+        rows = self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        return [r[0] for r in rows]
+
+    def table_columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.conn.execute(f'PRAGMA table_info("{table}")')]
+
+    def row_counts(self) -> dict[str, int]:
+        return {t: self.conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in self.table_names()}
+
+    def dump_tables(self) -> dict:
+        """Every row of every table, read in one transaction (a consistent snapshot)."""
+        tables = {}
+        self.conn.execute("BEGIN")
+        try:
+            version = self.schema_version
+            for t in self.table_names():
+                cols = self.table_columns(t)
+                rows = self.conn.execute(f'SELECT * FROM "{t}" ORDER BY rowid').fetchall()
+                tables[t] = {"columns": cols, "rows": [list(r) for r in rows]}
+        finally:
+            self.conn.execute("COMMIT")
+        return {"schema_version": version, "tables": tables}
+
+    def load_tables(self, dump: dict) -> dict[str, int]:
+        """Restore `dump_tables()` output into this store, which must be empty; all or nothing.
+        A dump from an older schema loads too (its columns are a subset); a newer one does not."""
+        version = int(dump.get("schema_version", 0))
+        if version > self.schema_version:
+            raise StoreError(
+                f"the export has schema version {version}, newer than this zero2vllm "
+                f"({self.schema_version}); upgrade zero2vllm"
+            )
+        loaded = {}
+        with self.transaction() as c:
+            if any(self.row_counts().values()):
+                raise StoreError(f"{self.path} is not empty")
+            known = set(self.table_names())
+            for table, data in dump["tables"].items():
+                if table not in known:
+                    raise StoreError(f"the export has a table {table!r} this zero2vllm does not know")
+                cols = list(data["columns"])
+                missing = set(cols) - set(self.table_columns(table))
+                if missing:
+                    raise StoreError(f"the export's table {table!r} has unknown columns {sorted(missing)}")
+                names = ", ".join(f'"{col}"' for col in cols)
+                marks = ", ".join("?" * len(cols))
+                c.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', data["rows"])
+                loaded[table] = len(data["rows"])
+        return loaded
+
+    def backup_to(self, dest: Path | str) -> None:
+        """Copy the database to `dest` with SQLite's online backup API: a consistent snapshot
+        even while other processes write (they are not blocked: WAL). `dest` must not exist."""
+        dest = Path(dest)
+        target = sqlite3.connect(dest)
+        try:
+            self.conn.backup(target)  # pages=-1: one step, one read transaction
+            target.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
+        finally:
+            target.close()
+
+    @staticmethod
+    def check_file(path: Path | str) -> tuple[str, dict[str, int]]:
+        """Open a database file read-only (a backup): its integrity check result ("ok") and the
+        row count of each table. Changes nothing in the file."""
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+            tables = [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+            return ok, {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        finally:
+            conn.close()
+
 
 def _timer_row(timer: Timer | None) -> dict | None:
     if timer is None:
