@@ -1,0 +1,96 @@
+"""`z2v check summary FILE --week N`: feedback on a written summary; a pass records it.
+
+Registered as a `z2v check` subject through zero2vllm.labs.register_check (no edit of the labs
+command). The checks and their method are in zero2vllm.summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from zero2vllm.cli import AppContext, Z2VError, pass_app
+
+
+@click.command("summary")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--week", type=int, default=None, help="The plan week it summarises (default: this week).")
+@click.option("--item", "item_ref", default=None,
+              help="The plan item to record it on (default: the week's Output item about a summary).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+def check_summary(app: AppContext, file: Path, week: int | None, item_ref: str | None, as_json: bool) -> None:
+    """Check a summary FILE (text or Markdown; - reads stdin) of plan week N: length (one page,
+    about 250-700 words), which key concepts it covers, and passages copied from the plan.
+    A pass stores it as the note of the week's Output item and marks that item done."""
+    from dataclasses import asdict
+
+    from zero2vllm import summary, tracker
+    from zero2vllm.plan import PlanError
+
+    try:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+    except OSError as exc:
+        raise Z2VError(f"cannot read {file}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Z2VError(f"{file} is not UTF-8 text; save the summary as UTF-8") from None
+    if not text.strip():
+        raise Z2VError(f"{file} is empty; write your summary in it first")
+    store = app.store
+    try:
+        plan = tracker.load_plan(store)
+    except PlanError as exc:
+        raise Z2VError(f"the stored plan cannot be read: {exc}") from None
+    if week is None:
+        idx = tracker.week_index(plan, tracker.start_date(store), tracker.local_day(tracker.now()))
+        week = plan.weeks[min(max(idx, 1), len(plan.weeks)) - 1].number
+    wk = plan.week(week)
+    if wk is None:
+        have = ", ".join(str(w.number) for w in plan.weeks)
+        raise Z2VError(f"there is no week {week}; the plan has weeks {have}")
+    if item_ref:
+        try:
+            item = tracker.resolve(plan, item_ref)
+        except tracker.RefError as exc:
+            raise Z2VError(str(exc)) from None
+    else:
+        item = summary.output_item(wk)
+
+    result = summary.check_summary(text, plan, week)
+    name = "-" if str(file) == "-" else str(file.resolve())
+    store.add_lab_run(
+        "summary", result.passed, kind="summary", code_path=name,
+        files_hash=hashlib.sha256(data).hexdigest(), criteria=result.criteria(), metrics=result.metrics(),
+    )
+    recorded = None
+    if result.passed and item is not None:
+        with store.transaction():
+            store.set_note(item.id, text, f"summary of week {week} on {item.id}")
+            state = store.state(item.id)
+            if state is None or state.status != "done":
+                store.change_status(item.id, "done", f"summary of week {week} passed")
+        recorded = item.id
+    if as_json:
+        out = asdict(result)
+        out.update(passed=result.passed, covered=result.covered,
+                   copied_fraction=result.copied_fraction, recorded_on=recorded)
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(summary.format_report(result, item if recorded else None))
+        if result.passed and item is None:
+            click.echo(f"(week {week} has no Output item for a summary; give one with --item ITEM to record it)")
+    if not result.passed:
+        raise SystemExit(1)
+
+
+def register(group: click.Group) -> None:
+    from zero2vllm.labs import check_handlers, register_check
+
+    if check_handlers().get("summary") is not check_summary:  # not when imported twice
+        register_check(check_summary)
