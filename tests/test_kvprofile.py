@@ -12,13 +12,6 @@ from model_cache import smollm2_dir  # noqa: F401
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("ZERO2VLLM_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("ZERO2VLLM_DB", raising=False)
-    return tmp_path / "home"
-
-
 def run_cli(*args):
     from zero2vllm.cli import main
 
