@@ -12,6 +12,7 @@ works for all of them the same way.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,6 +122,10 @@ class StoreError(Exception):
 
 
 def utcnow() -> datetime:
+    """Now in UTC; ZERO2VLLM_NOW (ISO 8601) fixes the clock for tests and demos, as in tracker."""
+    fixed = os.environ.get("ZERO2VLLM_NOW")
+    if fixed:
+        return datetime.fromisoformat(fixed).astimezone(timezone.utc)
     return datetime.now(timezone.utc)
 
 
