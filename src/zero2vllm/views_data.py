@@ -1,0 +1,359 @@
+"""What the dashboard shows beyond `tracker.status()`, as plain data: the burn-up series, the
+study calendar, streaks, a week grouped by block, the labs with their evidence, and the
+changes the dashboard makes (the same store calls, summaries and rules as the CLI's).
+
+Nothing here knows about HTML: `zero2vllm.web` turns these dicts into pages, and any other
+front end (or the CLI) can call the same functions.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+from zero2vllm import plan as planlib
+from zero2vllm import tracker
+from zero2vllm.durations import DurationError, format_duration, parse_duration
+from zero2vllm.plan import Plan
+from zero2vllm.store import Store
+
+MAX_LOG_SECONDS = 24 * 3600  # the CLI's limit: log each day separately
+
+
+class ActionError(ValueError):
+    """A change the user asked for that cannot be made; the message says what to do instead."""
+
+
+# -- the plan, parsed once per text ----------------------------------------------------------------
+_plan_cache: dict[str, Plan] = {}
+_plan_lock = threading.Lock()
+
+
+def current_plan(store: Store) -> Plan:
+    """`tracker.load_plan`, but a stored text is parsed once per process, not once per page.
+
+    Plans are never mutated by the tracker, so one parsed object can serve every request."""
+    row = store.get_plan()
+    if row is None:
+        return tracker.load_plan(store)  # imports the bundled plan into a new store
+    text = row["source_text"]
+    with _plan_lock:
+        plan = _plan_cache.get(text)
+    if plan is None:
+        plan = planlib.parse(text)
+        with _plan_lock:
+            if len(_plan_cache) > 8:
+                _plan_cache.clear()
+            _plan_cache[text] = plan
+    return plan
+
+
+# -- burn-up, calendar, streaks ------------------------------------------------------------------
+def burnup(store: Store, plan: Plan, today: date, by_day: dict[str, int] | None = None) -> dict:
+    """Cumulative planned hours (block budgets, lower bounds) and hours done, per day from the
+    plan start to its end (or today, if later). Time logged before the start counts on day one;
+    done stops at today."""
+    start = tracker.start_date(store)
+    end = max(tracker.week_dates(start, len(plan.weeks))[1], today)
+    planned = tracker.planned_hours_by_day(plan, start)
+    by_day = store.seconds_by_day() if by_day is None else by_day
+    before = sum(s for d, s in by_day.items() if d < start.isoformat())
+    days, planned_cum, done_cum = [], [], []
+    p_total, d_total = 0.0, before / 3600
+    day = start
+    while day <= end:
+        p_total += planned.get(day, 0.0)
+        days.append(day)
+        planned_cum.append(round(p_total, 3))
+        if day <= today:
+            d_total += by_day.get(day.isoformat(), 0) / 3600
+            done_cum.append(round(d_total, 3))
+        day += timedelta(days=1)
+    return {"start": start, "end": end, "today": today, "days": days,
+            "planned": planned_cum, "done": done_cum}
+
+
+def streaks(by_day: dict[str, int], today: date) -> dict:
+    """Days studied (any time logged), the current streak (a streak is still alive today until
+    the day ends, so an empty today counts from yesterday), and the longest one."""
+    studied = sorted(date.fromisoformat(d) for d, s in by_day.items() if s > 0)
+    longest = run = 0
+    prev = None
+    for d in studied:
+        run = run + 1 if prev is not None and (d - prev).days == 1 else 1
+        longest = max(longest, run)
+        prev = d
+    have = set(studied)
+    current = 0
+    day = today if today in have else today - timedelta(days=1)
+    while day in have:
+        current += 1
+        day -= timedelta(days=1)
+    total = sum(s for s in by_day.values() if s > 0)
+    return {"current": current, "longest": longest, "days_studied": len(studied),
+            "studied_today": today in have,
+            "hours_per_study_day": round(total / 3600 / len(studied), 2) if studied else 0.0}
+
+
+def calendar(store: Store, plan: Plan, today: date, max_weeks: int = 53,
+             by_day: dict[str, int] | None = None) -> dict:
+    """Hours per day on a Monday-first grid covering the plan (and any earlier study),
+    at most `max_weeks` columns ending at the plan's end or today, whichever is later."""
+    start = tracker.start_date(store)
+    end = max(tracker.week_dates(start, len(plan.weeks))[1], today)
+    by_day = store.seconds_by_day() if by_day is None else by_day
+    studied = [d for d, s in by_day.items() if s > 0]
+    first = tracker.monday_of(min([start] + ([date.fromisoformat(min(studied))] if studied else [])))
+    last = tracker.monday_of(end) + timedelta(days=6)
+    if (last - first).days // 7 + 1 > max_weeks:
+        first = last - timedelta(days=7 * max_weeks - 1)
+    planned = tracker.planned_hours_by_day(plan, start)
+    weeks = []
+    day = first
+    while day <= last:
+        column = []
+        for _ in range(7):
+            key = day.isoformat()
+            column.append({"day": day, "hours": by_day.get(key, 0) / 3600,
+                           "planned": planned.get(day, 0.0), "future": day > today,
+                           "today": day == today})
+            day += timedelta(days=1)
+        weeks.append(column)
+    return {"weeks": weeks, "first": first, "last": last, "streaks": streaks(by_day, today)}
+
+
+# -- a week, grouped as the plan writes it ---------------------------------------------------------
+def week_view(store: Store, plan: Plan, number: int | None) -> dict:
+    """Week NUMBER (default: this week, clamped to the plan) with items grouped by block, each
+    with its progress and note, plus hours logged per block this week."""
+    start = tracker.start_date(store)
+    today = tracker.local_day(tracker.now())
+    if number is None:
+        idx = min(max(tracker.week_index(plan, start, today), 1), len(plan.weeks))
+        week = plan.weeks[idx - 1]
+    else:
+        week = plan.week(number)
+        if week is None:
+            have = ", ".join(str(w.number) for w in plan.weeks)
+            raise ActionError(f"there is no week {number}; the plan has weeks {have}")
+    position = plan.weeks.index(week) + 1
+    first, last = tracker.week_dates(start, position)
+    by_day = store.seconds_by_day(first.isoformat(), last.isoformat())
+    prog = tracker.progress(store, plan)
+    notes = store.notes()
+    groups: list[dict] = []
+    for item in week.items:
+        if not groups or groups[-1]["index"] != item.block:
+            block = week.blocks[item.block] if item.block is not None else None
+            logged = 0.0
+            if block is not None:
+                logged = sum(by_day.get((first + timedelta(days=wd)).isoformat(), 0)
+                             for wd in block.weekdays) / 3600
+            groups.append({"index": item.block, "block": block, "hours_logged": round(logged, 2),
+                           "items": []})
+        groups[-1]["items"].append({"item": item, "progress": prog[item.id],
+                                    "note": notes.get(item.id)})
+    items = [prog[i.id] for i in week.items]
+    return {
+        "week": week, "position": position, "start": first, "end": last,
+        "is_current": first <= today <= last, "groups": groups,
+        "done": sum(p.status == "done" for p in items),
+        "skipped": sum(p.status == "skipped" for p in items), "total": len(items),
+        "hours_logged": round(sum(by_day.values()) / 3600, 2),
+        "concepts": [c for c in week.concepts if c.kind == "concept"],
+        "insights": [c for c in week.concepts if c.kind == "insight"],
+        "timer": store.timer(),
+    }
+
+
+# -- changes: the CLI's rules and summaries --------------------------------------------------------
+STATUS_VERBS = {"done": ("done", "done"), "skipped": ("skip", "skipped"), "todo": ("reopen", "reopened")}
+
+
+def set_status(store: Store, plan: Plan, item_id: str, status: str) -> str:
+    """done / skipped / todo (reopen), journalled like `z2v done|skip|reopen`."""
+    item = _item(plan, item_id)
+    if status not in STATUS_VERBS:
+        raise ActionError(f"unknown status {status!r}; use done, skipped or todo")
+    name, verb = STATUS_VERBS[status]
+    store.change_status(item.id, status, f"{name} {item.id}")
+    return f"{item.id}: {verb}."
+
+
+def log_time(store: Store, plan: Plan, item_id: str, duration: str, day: str | None = None,
+             note: str | None = None) -> str:
+    """`z2v log ITEM DURATION [--on DAY] [--note]`: same parsing, limits and summary."""
+    item = _item(plan, item_id)
+    try:
+        seconds = parse_duration(duration)
+    except DurationError as exc:
+        raise ActionError(str(exc)) from None
+    if seconds > MAX_LOG_SECONDS:
+        raise ActionError(f"{duration} is more than a day; log each day separately")
+    today = tracker.local_day(tracker.now())
+    if not day or day == "today":
+        on = today
+    elif day == "yesterday":
+        on = today - timedelta(days=1)
+    else:
+        try:
+            on = date.fromisoformat(day)
+        except ValueError:
+            raise ActionError(f"{day!r} is not a date; write YYYY-MM-DD, today or yesterday") from None
+    store.log_time(item.id, on.isoformat(), seconds, f"log {format_duration(seconds)} on {item.id}",
+                   note=note or None)
+    total = store.seconds_by_item().get(item.id, 0)
+    return f"Logged {format_duration(seconds)} on {item.id} for {on} (total {format_duration(total)})."
+
+
+def start_timer(store: Store, plan: Plan, item_id: str, at: datetime | None = None) -> str:
+    """`z2v start ITEM`: a running timer is stopped first (its time logged on its start day)."""
+    item = _item(plan, item_id)
+    at = at or tracker.now()
+    message = ""
+    running = store.timer()
+    if running is not None:
+        stopped = store.stop_timer(at, tracker.local_day(running.started_at).isoformat(),
+                                   "stop (timer switched)")
+        if stopped:
+            secs = int((at - stopped[0].started_at).total_seconds())
+            message = f"Stopped {stopped[0].item_id}: logged {format_duration(secs)}. "
+    store.start_timer(item.id, at, f"start timer on {item.id}")
+    return message + f"Timer started on {item.id} at {at:%H:%M}."
+
+
+def stop_timer(store: Store, at: datetime | None = None) -> str:
+    """`z2v stop`: log the running timer's time on the day it started."""
+    timer = store.timer()
+    if timer is None:
+        raise ActionError("no timer is running")
+    at = at or tracker.now()
+    result = store.stop_timer(at, tracker.local_day(timer.started_at).isoformat(),
+                              f"stop timer on {timer.item_id}")
+    if result is None:
+        raise ActionError("the timer was stopped elsewhere meanwhile")
+    secs = int((at - timer.started_at).total_seconds())
+    return f"Stopped {timer.item_id}: logged {format_duration(secs)}."
+
+
+def save_note(store: Store, plan: Plan, item_id: str, text: str) -> str:
+    item = _item(plan, item_id)
+    text = text.replace("\r\n", "\n")
+    store.set_note(item.id, text, f"note on {item.id}")
+    return f"Saved note on {item.id} ({len(text.split())} words)."
+
+
+def undo(store: Store) -> str:
+    row = store.undo_last()
+    if row is None:
+        raise ActionError("nothing to undo")
+    return f"Undid: {row['summary']} ({row['at']})."
+
+
+def import_plan_text(store: Store, data: bytes, name: str) -> tuple[tracker.ImportReport, list[str]]:
+    """Decode, parse and import a plan, as `z2v plan import`; PlanError propagates with its line.
+    Returns the report and the lines the CLI prints about it."""
+    text = planlib.decode(data)
+    report = tracker.import_plan(store, text, name)
+    plan = report.plan
+    drafts = sum(w.draft for w in plan.weeks)
+    lines = [f"Imported {plan.title!r}: {len(plan.weeks)} weeks ({drafts} draft), {report.items} items."]
+    lines += [f"logged {format_duration(s)} on {i} (from its annotation)" for i, s in report.logged]
+    lines += [f"{i}: {s.replace('_', ' ')}" for i, s in report.statuses]
+    if report.kept:
+        lines.append(f"kept progress on {len(report.kept)} items")
+    if report.orphaned:
+        lines.append(f"progress kept in the store for {len(report.orphaned)} items no longer in the "
+                     "plan: " + ", ".join(report.orphaned))
+    if plan.announced_weeks and plan.announced_weeks > len(plan.weeks):
+        lines.append(f"note: the title announces {plan.announced_weeks} weeks; the text has {len(plan.weeks)}")
+    return report, lines
+
+
+def set_start_date(store: Store, text: str) -> str:
+    """`z2v plan start --on DAY`: the day week 1 starts (normally a Monday)."""
+    try:
+        day = date.fromisoformat(text.strip()) if text.strip() else tracker.monday_of(
+            tracker.local_day(tracker.now()))
+    except ValueError:
+        raise ActionError(f"{text!r} is not a date; write it as YYYY-MM-DD") from None
+    note = "" if day.weekday() == 0 else f" (a {day:%A}; weeks will run {day:%A} to {day:%A} + 6 days)"
+    store.set_start_date(day.isoformat(), f"plan start on {day}")
+    return f"Week 1 starts on {day.isoformat()}{note}."
+
+
+def _item(plan: Plan, item_id: str):
+    item = plan.item(item_id)
+    if item is None:
+        raise ActionError(f"no item {item_id!r} in the plan (was the plan re-imported? reload the page)")
+    return item
+
+
+# -- labs and their evidence -----------------------------------------------------------------------
+def labs_view(store: Store, plan: Plan | None) -> list[dict]:
+    """Every lab (and any other subject with recorded runs, such as `kv-cache` profiles) with
+    its status, its plan item and its runs, newest first."""
+    from zero2vllm.labs import all_labs, find_plan_item
+
+    runs_by_lab: dict[str, list[dict]] = {}
+    for run in store.lab_runs():
+        runs_by_lab.setdefault(run["lab"], []).append(run)
+    prog = tracker.progress(store, plan) if plan is not None else {}
+    out = []
+    labs = all_labs()
+    for lab_id in list(labs) + sorted(set(runs_by_lab) - set(labs)):
+        lab = labs.get(lab_id)
+        runs = list(reversed(runs_by_lab.get(lab_id, [])))
+        checks = [r for r in runs if r["kind"] == "check"]
+        item = find_plan_item(plan.items(), lab) if (lab and plan is not None) else None
+        if any(r["passed"] for r in checks):
+            state = "passed"
+        elif checks:
+            state = "failing"
+        elif runs:
+            state = "runs only"
+        else:
+            state = "not started"
+        out.append({
+            "id": lab_id, "title": lab.title if lab else lab_id, "week": lab.week if lab else None,
+            "summary": lab.summary if lab else "", "state": state, "runs": runs,
+            "last_check": checks[0] if checks else None,
+            "item": item, "item_status": prog[item.id].status if item is not None else None,
+        })
+    return out
+
+
+def artifact_path(store: Store, run_id: int, index: int, root: Path) -> Path:
+    """The file of artifact INDEX of lab run RUN_ID, only if it lies inside ROOT (the data
+    directory): a path in the store never lets the dashboard read other files."""
+    run = next((r for r in store.lab_runs() if r["id"] == run_id), None)
+    if run is None or not 0 <= index < len(run["artifacts"]):
+        raise FileNotFoundError(f"no artifact {index} on run {run_id}")
+    path = Path(run["artifacts"][index]).resolve()
+    if not inside(path, root):
+        raise PermissionError(f"{path} is outside the data directory {root}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} no longer exists")
+    return path
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether PATH (symlinks resolved) lies inside ROOT."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+
+def numeric_series(metrics: dict) -> list[dict]:
+    """Lists of numbers among a run's metrics, to plot: each against a same-length x list
+    (lengths, steps, tokens, batch sizes) when the run has one, else against its index."""
+    lists = {k: v for k, v in metrics.items()
+             if isinstance(v, list) and len(v) >= 2 and all(isinstance(x, (int, float)) for x in v)}
+    x_names = [k for k in ("lengths", "steps", "step", "tokens", "batch_sizes", "concurrency") if k in lists]
+    out = []
+    for name, ys in lists.items():
+        if name in x_names:
+            continue
+        x_name = next((x for x in x_names if len(lists[x]) == len(ys)), None)
+        xs = lists[x_name] if x_name else list(range(len(ys)))
+        out.append({"name": name, "x_name": x_name or "index", "xs": xs, "ys": ys})
+    return out
