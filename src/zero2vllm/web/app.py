@@ -201,7 +201,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         number = item.week if item else request.form.get("week", type=int)
         if is_htmx():
             view = views_data.week_view(store(), p, number)
-            return render_template("_checklist.html", v=view, plan=p, now=tracker.now(),
+            return render_template("_checklist.html", v=view, plan=p, now=tracker.now(), oob=True,
                                    messages=[("ok" if ok else "error", message)])
         flash(message, "ok" if ok else "error")
         return redirect(url_for("week", number=number) if number else url_for("overview"))
@@ -244,6 +244,10 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             flash(str(exc), "error")
         nxt = request.form.get("next") or "/"
         return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/")  # no open redirect
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return "", 204
 
     # -- labs --------------------------------------------------------------------------------
     @app.get("/labs")
