@@ -286,3 +286,33 @@ def test_serve_dashboard_runs_and_binds_loopback(home, monkeypatch):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_cached_overview_serves_the_same_page_and_still_shows_messages(app, z2v):
+    c = app.test_client()
+    first = c.get("/")  # through Flask: starts the session, renders, caches
+    second = c.get("/")  # served from the cache before Flask
+    assert second.status_code == 200 and second.get_data() == first.get_data()
+    assert second.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', second.get_data(as_text=True)).group(1)
+    z2v("log", "w2.kv-cache-transformers", "15m")
+    resp = c.post("/undo", data={"csrf_token": token, "next": "/"})
+    assert resp.status_code == 302
+    html = c.get("/").get_data(as_text=True)  # a message is waiting: not from the cache
+    assert "Undid: log 15m on w2.kv-cache-transformers" in html
+    assert "Undid:" not in c.get("/").get_data(as_text=True)  # shown once
+
+
+def test_a_stored_plan_that_no_longer_parses_is_a_page_with_the_way_out(client, home):
+    from zero2vllm.paths import db_path
+    from zero2vllm.store import Store
+
+    store = Store.open(db_path())
+    store.set_plan("no weeks in here\n", "hand-edited")
+    store.close()
+    resp = client.get("/")
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 500 and "The stored plan cannot be read" in html and "Traceback" not in html
+    assert "no &#39;WEEK N: title&#39; heading" in html
+    resp = client.get("/plan")
+    assert resp.status_code == 200 and 'id="import"' in resp.get_data(as_text=True)

@@ -40,6 +40,10 @@ class PageCache:
             return entry[1]
         return None
 
+    def peek(self, name: str, key: str):
+        """The cached value if it is still fresh, else None (never renders)."""
+        return self._fresh(name, key, self.version())
+
     def page(self, name: str, key: str, render: Callable[[], object]):
         """The cached value of page NAME for KEY (e.g. the current minute), rendered by RENDER
         when the database changed since. RENDER reads the data after the version was taken,
