@@ -159,23 +159,25 @@ class HFKVModel(KVModel):
 
 
 class CallableKVModel(KVModel):
-    """A plain PyTorch GPT with `model(idx, kv_cache=None) -> (logits, kv_cache)`.
+    """A plain PyTorch GPT with the kv-cache lab's interface (the reference and the learner's):
 
-    This is the contract of the kv-cache lab: the reference GPT and the learner's model both
-    follow it. `shape` comes from the model's config (n_layer, n_head, n_embd, n_kv_head).
+        cache = make_cache()                     # e.g. module.KVCache(config)
+        logits, loss = model(idx, kv_cache=cache)   # appends idx's keys and values to cache
     """
 
-    def __init__(self, model, name: str, shape: KVShape, max_len: int | None, vocab_size: int):
+    def __init__(self, model, name: str, shape: KVShape, make_cache: Callable[[], Any],
+                 max_len: int | None, vocab_size: int):
         self.model, self.name, self.shape = model, name, shape
+        self.make_cache = make_cache
         self.max_len, self.vocab_size = max_len, vocab_size
         self.device = str(next(model.parameters()).device)
 
     def new_cache(self):
-        return None
+        return self.make_cache()
 
     def forward(self, ids, cache):
         out = self.model(ids, kv_cache=cache)
-        logits, cache = out[0], out[-1]
+        logits = out[0] if isinstance(out, (tuple, list)) else out
         return logits, cache
 
 
@@ -359,7 +361,8 @@ def format_table(prof: KVProfile) -> str:
         f"line fit: KV bytes = {prof.fit_slope:,.1f} x tokens + {prof.fit_intercept:,.1f} "
         f"(R^2 {prof.fit_r2:.6f}); formula slope {s.bytes_per_token:,}",
         "measured == formula at every length" if prof.all_match else
-        "MISMATCH: the cache holds a different number of bytes than the formula says (see the rows marked NO)",
+        "MISMATCH: the cache holds a different number of bytes than the formula says (rows marked NO); "
+        "a cache that keeps views into a bigger tensor (the fused q/k/v output) keeps all of it alive",
         "decode ms/tok is the cost of a new token with the cache; prefill ms is what it costs "
         "without one (the whole prefix recomputed).",
     ]

@@ -40,16 +40,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_kv_model(spec: str, device: str, dtype: str | None):
-    """An adapter for --model: reference | learner | smollm2 | PATH | hf-id."""
+def _is_learner_code(spec: str) -> bool:
+    p = Path(spec).expanduser()
+    return (p.is_file() and p.suffix == ".py") or (
+        p.is_dir() and (p / "model.py").exists() and not (p / "config.json").exists())
+
+
+def load_kv_model(spec: str, device: str, dtype: str | None, max_len: int):
+    """An adapter for --model: reference | learner | FILE.py | smollm2 | PATH | hf-id."""
     from zero2vllm import kvprofile
 
-    if spec in ("reference", "learner", "mine"):
-        from zero2vllm.labs.kv_cache import kv_model_for_profile  # the kv-cache lab's models
+    if spec in ("reference", "learner") or _is_learner_code(spec):
+        from zero2vllm.labs.kv_cache.profile import LabModelError, kv_model_for_profile
 
         try:
-            return kv_model_for_profile(spec, device=device, dtype=dtype)
-        except FileNotFoundError as exc:
+            return kv_model_for_profile(spec, device=device, dtype=dtype, max_len=max_len)
+        except LabModelError as exc:
             raise Z2VError(str(exc)) from None
     from zero2vllm.models import ModelError, load_model
 
@@ -63,7 +69,8 @@ def load_kv_model(spec: str, device: str, dtype: str | None):
 
 @profile.command("kv")
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
-              help="reference | learner | smollm2 | a Hugging Face model folder | a cached HF id")
+              help="reference | learner (./kv-cache) | your model.py | smollm2 | a Hugging Face "
+                   "model folder | a cached HF id")
 @click.option("--lengths", default="128,256,512,1024", show_default=True,
               help="Context lengths to measure, comma separated.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto.")
@@ -91,7 +98,7 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(device)
-    kvm = load_kv_model(model_spec, device, dtype)
+    kvm = load_kv_model(model_spec, device, dtype, max_len=max(lengths_list) + decode_steps + 1)
     if kvm.max_len and max(lengths_list) + decode_steps > kvm.max_len:
         raise Z2VError(
             f"--lengths: {max(lengths_list)} (+{decode_steps} decode steps) is over {kvm.name}'s "
@@ -104,7 +111,13 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     click.echo(kvprofile.format_table(prof))
 
     out_dir = out_dir or data_dir() / "profiles"
-    stem = f"kv-{_slug(kvm.name)}-{device.replace(':', '')}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if model_spec in ("reference", "smollm2"):
+        short = model_spec
+    elif model_spec == "learner" or _is_learner_code(model_spec):
+        short = "learner"
+    else:
+        short = kvm.name
+    stem = f"kv-{_slug(short)}-{device.replace(':', '')}-{time.strftime('%Y%m%d-%H%M%S')}"
     csv_path = kvprofile.write_csv(prof, out_dir / f"{stem}.csv")
     json_path = kvprofile.write_json(prof, out_dir / f"{stem}.json")
     png_path = kvprofile.write_plot(prof, out_dir / f"{stem}.png")

@@ -1,0 +1,1 @@
+"""The kv-cache lab's reference solution (importable: `z2v profile kv --model reference` uses it)."""
