@@ -130,6 +130,18 @@ def test_browser_flow_agrees_with_the_cli(server, page):
                          "headers: {'Content-Type': 'application/x-www-form-urlencoded'}, "
                          "body: 'status=done'}).then(r => r.status)") == 403
 
+    # an htmx change with a wrong token: refused, said above the list, the list stays
+    page.evaluate("""() => {
+        document.body.setAttribute('hx-headers', '{"X-CSRF-Token": "stale"}');
+        document.querySelectorAll('input[name=csrf_token]').forEach(i => i.value = 'stale');
+    }""")
+    item(page, "w1.attention-mechanism").get_by_role("button", name="Skip").click()
+    page.locator("#htmx-messages").get_by_text("security token is missing or out of date").wait_for()
+    assert item(page, "w1.attention-mechanism").get_attribute("data-status") == "todo"
+    assert len(page.problems) == 1 and "403" in page.problems[0]  # htmx logs the refusal: expected
+    page.problems.clear()
+    page.reload()
+
     # undo from the header button: the note is gone again
     page.locator("#undo button").click()
     page.get_by_text("Undid: note on w1.write-1-page-summary-own").wait_for()

@@ -131,7 +131,10 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     def common() -> dict:
         last = None
         if "store" in g:
-            last = g.store.last_change()
+            try:
+                last = g.store.last_change()
+            except sqlite3.Error:  # rendering the database's own error page
+                pass
         return {"csrf": CSRF_PLACEHOLDER, "last_change": last, "nav_week": g.get("nav_week")}
 
     @app.template_filter("md")
@@ -335,9 +338,9 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
 
     # -- errors: a page that says what happened, never a stack trace --------------------------
     def error_page(status: int, title: str, message: str, hint: str | None = None):
-        if is_htmx():
+        if is_htmx():  # a message above the page; what was on screen stays
             html = render_template("_error_box.html", title=title, message=message, hint=hint)
-            return html, 200 if status < 500 else status
+            return html, status, {"HX-Retarget": "#htmx-messages", "HX-Reswap": "innerHTML"}
         try:
             return render_template("error.html", title=title, message=message, hint=hint,
                                    status=status), status
