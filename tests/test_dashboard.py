@@ -316,3 +316,12 @@ def test_a_stored_plan_that_no_longer_parses_is_a_page_with_the_way_out(client, 
     assert "no &#39;WEEK N: title&#39; heading" in html
     resp = client.get("/plan")
     assert resp.status_code == 200 and 'id="import"' in resp.get_data(as_text=True)
+
+
+def test_undo_redirects_only_inside_the_dashboard(client):
+    token = token_of(client)
+    for evil in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        resp = client.post("/undo", data={"csrf_token": token, "next": evil})
+        assert resp.status_code == 302 and resp.headers["Location"] == "/", evil
+    resp = client.post("/undo", data={"csrf_token": token, "next": "/week/2"})
+    assert resp.headers["Location"] == "/week/2"

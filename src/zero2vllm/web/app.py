@@ -248,7 +248,8 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         except ActionError as exc:
             flash(str(exc), "error")
         nxt = request.form.get("next") or "/"
-        return redirect(nxt if nxt.startswith("/") and not nxt.startswith("//") else "/")  # no open redirect
+        local = nxt.startswith("/") and not nxt.startswith(("//", "/\\"))  # no open redirect
+        return redirect(nxt if local else "/")
 
     @app.get("/favicon.ico")
     def favicon():
