@@ -65,10 +65,13 @@ def build_store(home: Path, entries: int, seed: int = 0) -> None:
     store.close()
 
 
-def start_server(home: Path, cache: bool, threads: int = 8) -> tuple[subprocess.Popen, int]:
+def start_server(home: Path, cache: bool, threads: int | None = None) -> tuple[subprocess.Popen, int]:
+    """`z2v serve dashboard --port 0` in its own process; THREADS None: the command's default."""
     env = dict(os.environ, ZERO2VLLM_HOME=str(home), ZERO2VLLM_NOW=TODAY,
                PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    cmd = [sys.executable, "-m", "zero2vllm", "serve", "dashboard", "--port", "0", "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "zero2vllm", "serve", "dashboard", "--port", "0"]
+    if threads:
+        cmd += ["--threads", str(threads)]
     if not cache:
         cmd.append("--no-cache")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -162,6 +165,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--scenarios", default="cached,writes,uncached")
     ap.add_argument("--target-ms", type=float, default=50.0)
+    ap.add_argument("--threads", type=int, default=None, help="server threads (default: the command's)")
     args = ap.parse_args()
 
     rows = []
@@ -173,7 +177,7 @@ def main() -> None:
         print(f"store: {args.entries:,} time entries in {time.perf_counter() - t0:.1f} s; "
               f"{args.clients} clients, {args.seconds:g} s per scenario", file=sys.stderr)
         for scenario in args.scenarios.split(","):
-            proc, port = start_server(home, cache=scenario != "uncached")
+            proc, port = start_server(home, cache=scenario != "uncached", threads=args.threads)
             stop = threading.Event()
             w = None
             try:

@@ -16,8 +16,8 @@ from zero2vllm.cli import AppContext, Z2VError, pass_app
               help="Address to bind. Anything but loopback exposes your tracker to the network.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
-@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 64),
-              help="Requests served at once.")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Requests served at once (more only adds contention for Python's GIL).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in your web browser.")
 @click.option("--no-cache", is_flag=True, hidden=True,
               help="Render every page afresh (for benchmarks: the cost of a cache miss).")

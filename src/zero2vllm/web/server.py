@@ -4,7 +4,6 @@ werkzeug's threaded server. Both bind where they are told; the command defaults 
 from __future__ import annotations
 
 import ipaddress
-from typing import Callable
 
 LOOPBACK_HOSTNAMES = ("localhost", "localhost.localdomain")
 
@@ -21,7 +20,7 @@ def is_loopback(host: str) -> bool:
 class Server:
     """A bound server: `.port` is the real port (useful with port 0), `.run()` blocks."""
 
-    def __init__(self, app, host: str, port: int, threads: int = 8):
+    def __init__(self, app, host: str, port: int, threads: int = 4):
         self.host = host
         try:
             from waitress.server import create_server
@@ -52,14 +51,3 @@ class Server:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-
-def serve(app, host: str, port: int, threads: int = 8, on_ready: Callable[[Server], None] | None = None) -> None:
-    server = Server(app, host, port, threads)
-    if on_ready:
-        on_ready(server)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
