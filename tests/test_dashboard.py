@@ -325,3 +325,10 @@ def test_undo_redirects_only_inside_the_dashboard(client):
         assert resp.status_code == 302 and resp.headers["Location"] == "/", evil
     resp = client.post("/undo", data={"csrf_token": token, "next": "/week/2"})
     assert resp.headers["Location"] == "/week/2"
+
+
+def test_htmx_is_vendored_and_served(client):
+    resp = client.get("/static/htmx.min.js")
+    assert resp.status_code == 200 and b'version:"2.0.11"' in resp.get_data()
+    html = client.get("/").get_data(as_text=True)
+    assert re.findall(r'<script src="([^"]+)"', html) == ["/static/htmx.min.js"]  # nothing from a CDN
