@@ -1,0 +1,115 @@
+"""PagedAttention: write each new token's K/V into its cache slot, then attend through block tables.
+
+The cache of one layer is `k_cache`/`v_cache` of shape [num_blocks, block_size, kv_heads,
+head_dim]. Token `p` of a sequence lives in block `block_table[p // block_size]` at offset
+`p % block_size`; `slot_mapping` gives each new token's flat slot (block * block_size + offset).
+
+A step's flat token list is ordered "decode tokens first, then prompt tokens", and attention
+runs once per group:
+
+- decodes: one query per sequence. On a GPU with Triton, a kernel walks each sequence's block
+  table in place (triton_attention.py). Otherwise, and on the CPU, we gather the blocks into a
+  padded [seqs, blocks * block_size] tensor with one `index_select` and call PyTorch's
+  `scaled_dot_product_attention` with a mask hiding the padding.
+- prompts (or prompt chunks): several queries per sequence, padded into [seqs, max_q]; the mask
+  is causal, offset by the tokens already in the cache (a prefix-cache hit or an earlier chunk).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttnGroup:
+    """Sequences that attend the same way this step, with their block tables padded to one width."""
+
+    block_tables: torch.Tensor            # [S, max_blocks] int32/int64, padded with the spare block
+    context_lens: torch.Tensor            # [S] tokens each sequence attends to (cached + new)
+    mask: torch.Tensor                    # [S, 1, max_q, max_blocks * block_size] bool, True = attend
+    max_q: int = 1                        # queries per sequence after padding
+    q_index: torch.Tensor | None = None   # rows of the group's tokens -> padded [S * max_q] layout
+    out_index: torch.Tensor | None = None  # padded rows that are real tokens, in token order
+
+
+@dataclass
+class StepContext:
+    """What attention needs for one step besides the tokens themselves (built by model_runner)."""
+
+    slot_mapping: torch.Tensor            # [T] flat cache slot for each new token's K/V
+    num_decode_tokens: int                # the first rows are single-token decodes
+    decode: AttnGroup | None = None
+    prefill: AttnGroup | None = None
+    decode_kernel: object = None          # Triton decode (GPU) or None for the PyTorch path
+
+
+def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+             slot_mapping: torch.Tensor) -> None:
+    """Scatter the new tokens' K/V ([T, kv_heads, head_dim]) into their slots."""
+    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slot_mapping, k)
+    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slot_mapping, v)
+
+
+def gather_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     group: AttnGroup) -> torch.Tensor:
+    """Attention for one group: gather its blocks into a padded batch, then SDPA with the mask.
+
+    q: [tokens of the group, heads, head_dim] -> [tokens, heads * head_dim].
+    """
+    num_seqs, max_blocks = group.block_tables.shape
+    num_blocks, block_size, kv_heads, head_dim = k_cache.shape
+    if group.q_index is not None:
+        q = q[group.q_index]
+    q = q.view(num_seqs, group.max_q, -1, head_dim).transpose(1, 2)
+    # 2-D index_select copies whole blocks (fast); a 4-D one goes element by element (slow).
+    flat_ids = group.block_tables.reshape(-1)
+    k = k_cache.view(num_blocks, -1).index_select(0, flat_ids)
+    v = v_cache.view(num_blocks, -1).index_select(0, flat_ids)
+    k = k.view(num_seqs, max_blocks * block_size, kv_heads, head_dim).transpose(1, 2)
+    v = v.view(num_seqs, max_blocks * block_size, kv_heads, head_dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask, enable_gqa=True)
+    out = out.transpose(1, 2).reshape(num_seqs * group.max_q, -1)
+    return out if group.out_index is None else out[group.out_index]
+
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                    ctx: StepContext) -> torch.Tensor:
+    """q: [T, heads, head_dim] for the step's flat tokens -> attention output [T, heads * head_dim]."""
+    n = ctx.num_decode_tokens
+    outs = []
+    if ctx.decode is not None:
+        if ctx.decode_kernel is not None:
+            outs.append(ctx.decode_kernel(q[:n], k_cache, v_cache, ctx.decode).flatten(1))
+        else:
+            outs.append(gather_attention(q[:n], k_cache, v_cache, ctx.decode))
+    if ctx.prefill is not None:
+        outs.append(gather_attention(q[n:], k_cache, v_cache, ctx.prefill))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def build_group(block_tables: list[list[int]], q_starts: list[int], q_lens: list[int],
+                block_size: int, pad_block: int, device, decode: bool) -> AttnGroup:
+    """Tensors for one group from plain lists (called once per step, shared by every layer)."""
+    num_seqs = len(block_tables)
+    max_blocks = max(len(t) for t in block_tables)
+    tables = torch.tensor([t + [pad_block] * (max_blocks - len(t)) for t in block_tables], dtype=torch.int64)
+    context_lens = torch.tensor([s + n for s, n in zip(q_starts, q_lens)], dtype=torch.int64)
+    key_pos = torch.arange(max_blocks * block_size)
+    to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+    if decode:  # one query per sequence: attend to the first context_len slots
+        mask = (key_pos[None, :] < context_lens[:, None]).view(num_seqs, 1, 1, -1)
+        return AttnGroup(to(tables), to(context_lens), to(mask))
+    max_q = max(q_lens)
+    starts = torch.tensor(q_starts, dtype=torch.int64)
+    lens = torch.tensor(q_lens, dtype=torch.int64)
+    i = torch.arange(max_q)
+    valid = i[None, :] < lens[:, None]                                 # [S, max_q] real queries
+    q_pos = starts[:, None] + i[None, :]                               # each query's position
+    mask = (key_pos[None, None, :] <= q_pos[:, :, None]).unsqueeze(1)  # causal, past the cached prefix
+    first_row = torch.cumsum(lens, 0) - lens                            # group row of each seq's 1st query
+    q_index = torch.where(valid, first_row[:, None] + i[None, :], 0).reshape(-1)
+    out_index = valid.reshape(-1).nonzero().squeeze(1)
+    return AttnGroup(to(tables), to(context_lens), to(mask), max_q, to(q_index), to(out_index))

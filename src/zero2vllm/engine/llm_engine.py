@@ -1,0 +1,127 @@
+"""The engine: requests in, tokens out, one `step()` at a time.
+
+`step()` is the whole loop of a serving engine in four lines: the scheduler plans, the model
+runner computes, the scheduler advances the sequences, finished ones leave. Everything else
+here is bookkeeping that a server or a benchmark wants: tokenizing, counters, and the KV
+utilisation numbers (tokens stored / slots allocated, against a contiguous allocator).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .block_manager import BlockManager
+from .config import EngineConfig
+from .model_runner import ModelRunner
+from .scheduler import ScheduledBatch, Scheduler
+from .sequence import SamplingParams, Sequence
+
+
+@dataclass
+class EngineStats:
+    """Counters since start; the KV numbers are averages over steps that had running sequences."""
+
+    steps: int = 0
+    tokens_computed: int = 0          # prompt and decode tokens run through the model
+    tokens_generated: int = 0
+    requests_finished: int = 0
+    busy_seconds: float = 0.0
+    kv_steps: int = 0
+    kv_util_sum: float = 0.0          # tokens stored / slots allocated by the paged cache
+    contiguous_max_sum: float = 0.0   # tokens stored / slots a max_model_len-per-request cache holds
+    contiguous_req_sum: float = 0.0   # ... / slots reserved for prompt + max_tokens per request
+
+    def kv_summary(self) -> dict:
+        n = max(self.kv_steps, 1)
+        return {"paged": self.kv_util_sum / n, "contiguous_max_len": self.contiguous_max_sum / n,
+                "contiguous_prompt_plus_max_tokens": self.contiguous_req_sum / n}
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig, tokenizer=None, load_tokenizer: bool = True):
+        self.config = config
+        self.runner = ModelRunner(config)
+        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(config, self.block_manager)
+        if self.runner.num_blocks * config.block_size < config.max_model_len:
+            config.max_model_len = self.runner.num_blocks * config.block_size  # a lone request must fit
+        self.tokenizer = tokenizer
+        if tokenizer is None and load_tokenizer and config.model:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        eos = set(config.model_config.eos_token_ids)
+        if self.tokenizer is not None and self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_token_ids = tuple(sorted(eos))
+        self.stats = EngineStats()
+        self.last_batch: ScheduledBatch | None = None
+
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None) -> Sequence:
+        """Queue a request; raises ValueError (with the fix) when it can never run."""
+        params = params or SamplingParams()
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this engine has no tokenizer: send the prompt as token ids")
+            token_ids = self.tokenizer(prompt).input_ids
+        else:
+            token_ids = list(prompt)
+        vocab = self.config.model_config.vocab_size
+        if not token_ids or not all(isinstance(t, int) and 0 <= t < vocab for t in token_ids):
+            raise ValueError(f"the prompt must be non-empty, with token ids in [0, {vocab})")
+        limit = self.config.max_model_len
+        if len(token_ids) + params.max_tokens > limit:
+            raise ValueError(f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                             f"the engine's max_model_len of {limit}; shorten one of them")
+        seq = Sequence(token_ids, params, request_id)
+        self.scheduler.add(seq)
+        return seq
+
+    def abort(self, seq: Sequence) -> None:
+        self.scheduler.abort(seq)
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[Sequence]:
+        """Plan, compute, advance. Returns the sequences that got a new token (finished or not)."""
+        started = time.perf_counter()
+        batch = self.scheduler.schedule()
+        self.last_batch = batch
+        if not batch:
+            if self.scheduler.waiting and not self.scheduler.running:
+                raise RuntimeError("the KV pool cannot hold the next request; raise num_kv_blocks")
+            return []
+        sampled = self.runner.run(batch, self.eos_token_ids)
+        finished = self.scheduler.postprocess(batch, sampled, self.eos_token_ids)
+        self._count(batch, sampled, finished, time.perf_counter() - started)
+        return [seq for seq, _ in batch.items if seq.seq_id in sampled]
+
+    def _count(self, batch: ScheduledBatch, sampled: dict, finished: list, seconds: float) -> None:
+        s = self.stats
+        s.steps += 1
+        s.busy_seconds += seconds
+        s.tokens_generated += len(sampled)
+        s.tokens_computed += batch.num_tokens
+        s.requests_finished += len(finished)
+        running = self.scheduler.running
+        stored = sum(seq.num_computed_tokens for seq in running)
+        if stored:
+            bs = self.config.block_size
+            s.kv_steps += 1
+            s.kv_util_sum += stored / (bs * sum(len(seq.block_table) for seq in running))
+            s.contiguous_max_sum += stored / (len(running) * self.config.max_model_len)
+            s.contiguous_req_sum += stored / sum(seq.num_prompt_tokens + seq.params.max_tokens for seq in running)
+
+    def generate(self, prompts: list[str | list[int]], params: SamplingParams | list[SamplingParams] | None = None,
+                 ) -> list[dict]:
+        """Offline batch generation: submit everything at once, step until done (like vLLM's LLM)."""
+        params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        seqs = [self.add_request(p, sp) for p, sp in zip(prompts, params_list)]
+        while self.has_work():
+            self.step()
+        return [{"token_ids": s.completion_token_ids, "finish_reason": s.finish_reason,
+                 "text": self.tokenizer.decode(s.completion_token_ids) if self.tokenizer else None}
+                for s in seqs]

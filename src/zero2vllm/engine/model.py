@@ -1,0 +1,193 @@
+"""A Llama-architecture transformer written for serving: flat token batches and a paged KV cache.
+
+Unlike a training model, it takes no [batch, seq_len] tensor. A step's tokens from all sequences
+(whole prompts, prompt chunks, single decode tokens) are concatenated into one flat list of
+`T` tokens, so every weight matmul is one [T, hidden] x [hidden, out] product, with no padding.
+Only attention needs to know which token belongs to which sequence; it gets that from the
+`StepContext` (attention.py) and reads earlier tokens' K/V from the paged cache.
+
+Two fusions save matmuls on every layer (the weights are concatenated once, at load time):
+q/k/v projections become one `qkv_proj`, gate/up become one `gate_up_proj`.
+Weights load from Hugging Face safetensors files by name (`load_weights`), no transformers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import StepContext, paged_attention, store_kv
+from .config import ModelConfig
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm, computed in fp32 like Hugging Face's LlamaRMSNorm (bit-identical in fp32)."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def rope_tables(cfg: ModelConfig, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin for every position, [max_len, head_dim], with Llama 3's frequency scaling if set."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    s = cfg.rope_scaling
+    if s:  # "llama3": slow down the low frequencies, keep the high ones, blend in between
+        low_wavelen = s["original_max_position_embeddings"] / s.get("low_freq_factor", 1.0)
+        high_wavelen = s["original_max_position_embeddings"] / s.get("high_freq_factor", 4.0)
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / s["factor"], inv_freq)
+        smooth = (s["original_max_position_embeddings"] / wavelen - s.get("low_freq_factor", 1.0)) / (
+            s.get("high_freq_factor", 4.0) - s.get("low_freq_factor", 1.0))
+        mid = (1 - smooth) * scaled / s["factor"] + smooth * scaled
+        is_mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv_freq = torch.where(is_mid, mid, scaled)
+    freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [T, heads, head_dim]; the "rotate half" convention of Hugging Face's Llama."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=False)
+        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=False)
+        self.split = (q_size, kv_size, kv_size)
+        self.k_cache = self.v_cache = torch.empty(0)  # [num_blocks, block_size, kv_heads, head_dim], set by the runner
+
+    def forward(self, x, cos, sin, ctx: StepContext):
+        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
+        q = apply_rope(q.view(-1, self.num_heads, self.head_dim), cos, sin)
+        k = apply_rope(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
+        store_kv(self.k_cache, self.v_cache, k, v.view(-1, self.num_kv_heads, self.head_dim), ctx.slot_mapping)
+        return self.o_proj(paged_attention(q, self.k_cache, self.v_cache, ctx))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(size)), eps
+
+    def forward(self, x):
+        return rms_norm(x, self.weight, self.eps)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, ctx):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, ctx)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaModel(nn.Module):
+    """Parameter names follow Hugging Face's (minus the "model." prefix), so loading is by name.
+
+    Build it on the "meta" device and call `materialize` (no wasted random init of 135M-1B
+    weights before they are overwritten).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.cos = self.sin = torch.empty(0)
+
+    def materialize(self, device, dtype, max_len: int) -> "LlamaModel":
+        """Allocate real (uninitialised) weights on `device` and the RoPE tables up to `max_len`."""
+        self.to_empty(device=device).to(dtype)
+        if self.cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        cos, sin = rope_tables(self.cfg, max_len)
+        self.cos, self.sin = cos.to(device), sin.to(device)
+        return self
+
+    def init_random(self, seed: int = 0) -> None:
+        """Random weights (std 0.02, norms at 1) for benchmarks of a shape we cannot download."""
+        gen = torch.Generator(device=self.lm_head.weight.device).manual_seed(seed)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                p.data.fill_(1.0)
+            else:
+                p.data.normal_(0.0, 0.02, generator=gen)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Hidden states [T, hidden] for the flat batch of tokens, after the final norm."""
+        x = self.embed_tokens(input_ids)
+        cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # [T, 1, head_dim], shared by all heads
+        sin = self.sin[positions].unsqueeze(1).to(x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, ctx)
+        return self.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
+
+# Hugging Face projection name -> (our fused parameter, which slice of it)
+_FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2),
+          "gate_proj": ("gate_up_proj", 0), "up_proj": ("gate_up_proj", 1)}
+
+
+def load_weights(model: LlamaModel, folder: str | Path) -> None:
+    """Copy every tensor of the folder's *.safetensors into the model, fusing q/k/v and gate/up."""
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no *.safetensors files")
+    cfg = model.cfg
+    q, kv, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    offsets = {"qkv_proj": (0, q, q + kv), "gate_up_proj": (0, inter)}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    missing = set(params) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for hf_name in f.keys():
+                name = hf_name.removeprefix("model.")
+                if "rotary_emb" in name:
+                    continue
+                tensor, start = f.get_tensor(hf_name), 0
+                proj = name.split(".")[-2] if name.count(".") >= 2 else ""
+                if proj in _FUSED:
+                    fused, shard = _FUSED[proj]
+                    name, start = name.replace(proj, fused), offsets[fused][shard]
+                if name not in params:
+                    raise KeyError(f"{file.name}: unexpected tensor {hf_name}; is this a Llama model?")
+                target = params[name].data
+                target = target[start:start + tensor.shape[0]] if target.shape != tensor.shape else target
+                target.copy_(tensor)
+                missing.discard(name)
+    if missing:
+        raise ValueError(f"{folder}: missing weights {sorted(missing)[:3]}...")

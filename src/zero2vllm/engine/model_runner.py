@@ -1,0 +1,175 @@
+"""Turns a scheduled batch into tensors, runs the model, samples one token per finished prompt.
+
+It also owns the KV pool: one tensor [layers, 2, num_blocks + 1, block_size, kv_heads, head_dim]
+sliced per layer. The extra last block is a spare that padding points at (padded block-table
+entries, the padded rows of a CUDA graph), so no real block is ever written by mistake.
+
+On CUDA, decode-only steps replay CUDA graphs captured at fixed batch sizes (as nano-vllm does):
+a 1B model's decode step launches ~300 small kernels, and launching them from Python costs more
+than running them. Graph replay needs fixed shapes, so the batch is padded to the next captured
+size and the attention reads block tables with the Triton kernel, which loops over each
+sequence's own length.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import AttnGroup, StepContext, build_group
+from .config import EngineConfig
+from .model import LlamaModel, load_weights
+from .scheduler import ScheduledBatch
+from .sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig):
+        self.config = cfg = config
+        mc = cfg.model_config
+        self.device = torch.device(cfg.device)
+        self.dtype = getattr(torch, cfg.dtype)
+        if self.device.type == "cpu" and cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed)
+        with torch.device("meta"):
+            self.model = LlamaModel(mc)
+        self.model.materialize(self.device, self.dtype, cfg.max_model_len).eval()
+        if cfg.model:
+            load_weights(self.model, cfg.model)
+        else:
+            self.model.init_random(cfg.seed)
+        self.block_size = cfg.block_size
+        self.num_blocks = cfg.num_kv_blocks or self._blocks_for(cfg.kv_cache_gb)
+        self.pad_block = self.num_blocks  # the spare block
+        self.kv_cache = torch.zeros(mc.num_layers, 2, self.num_blocks + 1, cfg.block_size,
+                                    mc.num_kv_heads, mc.head_dim, dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(self.model.layers):
+            layer.self_attn.k_cache, layer.self_attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.decode_kernel = None
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        if self.device.type == "cuda":
+            from .triton_attention import load_decode_kernel
+
+            self.decode_kernel = load_decode_kernel(self.kv_cache[0, 0])
+            if self.decode_kernel is not None and not cfg.enforce_eager:
+                self.capture_cuda_graphs()
+
+    def _blocks_for(self, gigabytes: float) -> int:
+        mc = self.config.model_config
+        per_block = 2 * mc.num_layers * self.block_size * mc.num_kv_heads * mc.head_dim * self.dtype.itemsize
+        return max(1, int(gigabytes * 2**30 // per_block))
+
+    # -- one step ----------------------------------------------------------------------------
+
+    def _slots(self, seq: Sequence, start: int, end: int) -> list[int]:
+        """Flat cache slots of positions [start, end), one block-sized run at a time."""
+        bs, out = self.block_size, []
+        for pos in range(start - start % bs, end, bs):
+            base = seq.block_table[pos // bs] * bs
+            out.extend(range(base + max(start, pos) - pos, base + min(end, pos + bs) - pos))
+        return out
+
+    def prepare(self, batch: ScheduledBatch):
+        """Flat input tensors and the StepContext; also which rows produce a sampled token."""
+        ids, positions, slots, logit_rows, sample_seqs = [], [], [], [], []
+        groups = {True: ([], [], []), False: ([], [], [])}  # is_decode -> tables, q_starts, q_lens
+        num_decode = 0
+        for seq, n in batch.items:
+            start = seq.num_computed_tokens
+            is_decode = n == 1 and seq.num_uncomputed_tokens == 1
+            num_decode += is_decode
+            ids += seq.token_ids[start:start + n]
+            positions += range(start, start + n)
+            slots += self._slots(seq, start, start + n)
+            tables, q_starts, q_lens = groups[is_decode]
+            tables.append(seq.block_table)
+            q_starts.append(start)
+            q_lens.append(n)
+            if start + n == len(seq):  # the prompt (or recompute) is done: this row's logits sample
+                logit_rows.append(len(ids) - 1)
+                sample_seqs.append(seq)
+        decode, prefill = (
+            build_group(*groups[d], self.block_size, self.pad_block, self.device, decode=d) if groups[d][0] else None
+            for d in (True, False))
+        to = lambda x: torch.tensor(x, dtype=torch.int64).to(self.device, non_blocking=True)  # noqa: E731
+        ctx = StepContext(to(slots), num_decode, decode, prefill, self.decode_kernel)
+        return to(ids), to(positions), ctx, to(logit_rows), sample_seqs
+
+    @torch.inference_mode()
+    def run(self, batch: ScheduledBatch, eos_token_ids: tuple[int, ...] = ()) -> dict[int, int]:
+        """Compute the batch; return {seq_id: sampled token} for sequences that finished their prompt."""
+        input_ids, positions, ctx, logit_rows, sample_seqs = self.prepare(batch)
+        bs = len(batch.items)
+        if ctx.prefill is None and self.graphs and bs <= max(self.graphs):
+            hidden = self._replay_graph(input_ids, positions, ctx)[:bs]
+        else:
+            hidden = self.model(input_ids, positions, ctx)
+        if not sample_seqs:
+            return {}
+        logits = self.model.compute_logits(hidden[logit_rows])
+        tokens = self.sample(logits, sample_seqs, eos_token_ids)
+        return {seq.seq_id: tok for seq, tok in zip(sample_seqs, tokens)}
+
+    def sample(self, logits: torch.Tensor, seqs: list[Sequence], eos_token_ids) -> list[int]:
+        """Greedy for temperature 0, else a draw from softmax(logits / T); EOS masked before min_tokens."""
+        for row, seq in enumerate(seqs):
+            p = seq.params
+            if seq.num_completion_tokens < p.min_tokens:
+                banned = list(p.stop_token_ids) + ([] if p.ignore_eos else list(eos_token_ids))
+                logits[row, banned] = float("-inf")
+        greedy = logits.argmax(-1)
+        temps = [s.params.temperature for s in seqs]
+        if any(temps):
+            t = torch.tensor(temps, device=logits.device).clamp(min=1e-5).unsqueeze(1)
+            probs = torch.softmax(logits / t, dim=-1)
+            # argmax(p / E) with E ~ Exp(1) draws from p (the exponential race): no sync, batched
+            noise = torch.empty_like(probs).exponential_(generator=self.generator)
+            drawn = (probs / noise).argmax(-1)
+            greedy = torch.where(t.squeeze(1) > 1e-5, drawn, greedy)
+        return greedy.tolist()
+
+    # -- CUDA graphs ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def capture_cuda_graphs(self) -> None:
+        """Record the decode forward pass at batch sizes 1, 2, 4, 8, 16, 32, ... up to max_num_seqs."""
+        cfg = self.config
+        max_bs = cfg.max_num_seqs
+        max_blocks = -(-cfg.max_model_len // self.block_size)
+        dev = self.device
+        self.gv = gv = {
+            "input_ids": torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            "positions": torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            "slots": torch.full((max_bs,), self.pad_block * self.block_size, dtype=torch.int64, device=dev),
+            "tables": torch.full((max_bs, max_blocks), self.pad_block, dtype=torch.int64, device=dev),
+            "context_lens": torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            "hidden": torch.zeros(max_bs, cfg.model_config.hidden_size, dtype=self.dtype, device=dev),
+        }
+        sizes = [b for b in (1, 2, 4, 8) if b < max_bs] + list(range(16, max_bs, 16)) + [max_bs]
+        pool = None
+        for bs in sorted(set(sizes), reverse=True):  # largest first, so smaller ones reuse its memory
+            group = AttnGroup(gv["tables"][:bs], gv["context_lens"][:bs], None)
+            ctx = StepContext(gv["slots"][:bs], bs, group, None, self.decode_kernel)
+            args = (gv["input_ids"][:bs], gv["positions"][:bs], ctx)
+            gv["hidden"][:bs] = self.model(*args)  # warm-up (compiles the Triton kernel)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool):
+                gv["hidden"][:bs] = self.model(*args)
+            pool = pool or graph.pool()
+            self.graphs[bs] = graph
+            torch.cuda.synchronize()
+
+    def _replay_graph(self, input_ids, positions, ctx: StepContext) -> torch.Tensor:
+        bs, gv = input_ids.shape[0], self.gv
+        size = min(b for b in self.graphs if b >= bs)
+        tables = ctx.decode.block_tables
+        gv["input_ids"][:bs] = input_ids
+        gv["positions"][:bs] = positions
+        gv["slots"].fill_(self.pad_block * self.block_size)
+        gv["slots"][:bs] = ctx.slot_mapping
+        gv["context_lens"].zero_()
+        gv["context_lens"][:bs] = ctx.decode.context_lens
+        gv["tables"][:bs, :tables.shape[1]] = tables
+        self.graphs[size].replay()
+        return gv["hidden"]
