@@ -12,6 +12,7 @@ import hmac
 import logging
 import secrets
 import sqlite3
+import time
 from pathlib import Path
 
 from flask import (Flask, Response, abort, flash, g, get_flashed_messages, redirect, render_template,
@@ -390,6 +391,7 @@ class CachedOverview:
         self.cookie = app.config["SESSION_COOKIE_NAME"]
         self.serializer = app.session_interface.get_signing_serializer(app)
         self.max_age = int(app.permanent_session_lifetime.total_seconds())
+        self._verified: dict[str, tuple[str, float]] = {}
 
     def __call__(self, environ, start_response):
         if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == "/" \
@@ -414,12 +416,27 @@ class CachedOverview:
         raw = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie)
         if not raw:
             return None
-        try:
-            session_data = self.serializer.loads(raw, max_age=self.max_age)
-        except Exception:  # a bad or expired cookie: Flask starts a new session
-            return None
-        token = session_data.get("csrf")
-        if not token or session_data.get("_flashes"):
+        token = self._token_of(raw)
+        if token is None:
             return None
         parts = self.pages.peek("overview", tracker.now().strftime("%Y-%m-%dT%H:%M"))
         return (token, parts) if parts is not None else None
+
+    def _token_of(self, raw: str) -> str | None:
+        """The CSRF token in a session cookie with no message waiting, else None. Checking the
+        signature is most of a hit's cost, so a verified cookie is remembered for a minute
+        (the same bytes verify the same way; the minute bounds the 31-day expiry check)."""
+        now = time.monotonic()
+        known = self._verified.get(raw)
+        if known is not None and now - known[1] < 60:
+            return known[0]
+        try:
+            data = self.serializer.loads(raw, max_age=self.max_age)
+        except Exception:  # a bad or expired cookie: Flask starts a new session
+            return None
+        token = data.get("csrf") if not data.get("_flashes") else None
+        if token:
+            if len(self._verified) > 256:
+                self._verified.clear()
+            self._verified[raw] = (token, now)
+        return token
