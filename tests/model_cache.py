@@ -31,21 +31,9 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(smollm2_dir, tmp_path_factory) -> Path:
-    """A random 2-layer Llama with SmolLM2's tokenizer: loads in well under a second and
-    generates in milliseconds, for tests of serving plumbing rather than of the model."""
-    import shutil
+def tiny_model_dir(smollm2_dir) -> Path:
+    """A random 2-layer Llama with SmolLM2's tokenizer (zero2vllm.models.ensure_tiny_model_dir):
+    loads in well under a second and generates in milliseconds, for tests of serving plumbing."""
+    from zero2vllm.models import ensure_tiny_model_dir
 
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    for f in smollm2_dir.iterdir():
-        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
-            shutil.copy(f, folder / f.name)
-    return folder
+    return ensure_tiny_model_dir()

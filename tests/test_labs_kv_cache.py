@@ -101,3 +101,12 @@ def test_check_cli_reference_json(z2v):
     r = z2v("check", "kv-cache", "--reference", "--json", "--fast")
     data = json.loads(r.output)
     assert data["passed"] and len(data["criteria"]) == 5
+
+
+def test_lab_run_profiles_the_reference(z2v, home):
+    r = z2v("lab", "run", "kv-cache", "--steps", "1")
+    assert "measured == formula at every length" in r.output
+    from zero2vllm.store import Store
+
+    (run,) = Store.open(home / "zero2vllm.db").lab_runs("kv-cache", kind="run")
+    assert run["passed"] and run["metrics"]["bytes_per_token"] == 4096

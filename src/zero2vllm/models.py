@@ -186,3 +186,35 @@ def load_model(spec: str = SMOLLM2, *, device: str = "cpu", dtype: str | None = 
     model.to(device).eval()
     tok = AutoTokenizer.from_pretrained(str(folder)) if tokenizer else None
     return model, tok, folder
+
+
+def ensure_tiny_model_dir(progress: Callable[[str], None] | None = _say) -> Path:
+    """A random 2-layer Llama (context 256) with SmolLM2's tokenizer, cached beside SmolLM2.
+
+    It loads in a fraction of a second and generates in milliseconds: for checking serving
+    plumbing (the labs' --fast mode, tests), never for judging text.
+    """
+    target = model_cache_dir() / "tiny-llama-random"
+    if (target / _DONE_MARKER).exists():
+        return target
+    smol = ensure_model_dir(SMOLLM2, progress)
+    with _file_lock(model_cache_dir() / ".tiny-llama-random.lock"):
+        if (target / _DONE_MARKER).exists():
+            return target
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                          bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+        torch.manual_seed(0)
+        LlamaForCausalLM(cfg).save_pretrained(tmp)
+        for f in smol.iterdir():
+            if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+                shutil.copy(f, tmp / f.name)
+        (tmp / _DONE_MARKER).write_text("random weights, SmolLM2 tokenizer\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    return target

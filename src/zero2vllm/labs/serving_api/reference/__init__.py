@@ -1,0 +1,1 @@
+"""The serving-api lab's reference solution."""

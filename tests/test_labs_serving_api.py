@@ -1,0 +1,84 @@
+"""The serving-api lab: the reference passes, the scaffold and typical mistakes fail, named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from model_cache import smollm2_dir, tiny_model_dir  # noqa: F401
+
+pytest.importorskip("torch")
+pytest.importorskip("flask")
+
+from zero2vllm.labs import get_lab  # noqa: E402
+from zero2vllm.labs.check import run_check  # noqa: E402
+
+LAB = get_lab("serving-api")
+REFERENCE = LAB.reference_dir / "app.py"
+
+
+def mutant(tmp_path, old: str, new: str):
+    src = REFERENCE.read_text()
+    assert old in src, old
+    (tmp_path / "app.py").write_text(src.replace(old, new))
+    return tmp_path
+
+
+def by_name(result):
+    return {c["name"]: c for c in result.criteria}
+
+
+def test_reference_passes(home, tiny_model_dir):
+    result = run_check(LAB, LAB.reference_dir, fast=True)
+    assert result.passed, result.criteria
+    assert result.metrics["rss_bytes"] > 50 * 2**20
+
+
+def test_scaffold_fails(home, tiny_model_dir):
+    crit = by_name(run_check(LAB, LAB.scaffold_dir, fast=True))
+    assert crit["imports"]["passed"] and crit["app starts and answers /health"]["passed"]
+    assert "did not get a 200" in crit["POST /generate returns the greedy continuation"]["detail"]
+    assert "17 of 17 bad requests" in crit["bad requests get a 400 with a JSON error"]["detail"]
+    assert not crit["survives a fuzz run of malformed requests"]["passed"]
+    assert not crit["concurrent requests are all answered"]["passed"]
+    assert "did not answer 200" in crit["GET /metrics speaks Prometheus"]["detail"]
+
+
+def test_text_repeats_the_prompt(home, tmp_path, tiny_model_dir):
+    path = mutant(tmp_path, 'new_tokens = out[0, ids.shape[1]:]', "new_tokens = out[0]")
+    crit = by_name(run_check(LAB, path, fast=True, only=["app starts and answers /health",
+                                                         "POST /generate returns the greedy continuation"]))
+    assert "repeats the prompt" in crit["POST /generate returns the greedy continuation"]["detail"]
+
+
+def test_unchecked_types_crash(home, tmp_path, tiny_model_dir):
+    path = mutant(tmp_path,
+                  "if isinstance(max_new, bool) or not isinstance(max_new, int) or not 1 <= max_new <= MAX_NEW_TOKENS:",
+                  "if isinstance(max_new, int) and max_new > MAX_NEW_TOKENS:")
+    crit = by_name(run_check(LAB, path, fast=True, only=["app starts and answers /health",
+                                                         "bad requests get a 400 with a JSON error",
+                                                         "survives a fuzz run of malformed requests"]))
+    detail = crit["bad requests get a 400 with a JSON error"]["detail"]
+    assert "max_new_tokens a string: HTTP 500" in detail and "max_new_tokens 100000" not in detail
+    assert not crit["survives a fuzz run of malformed requests"]["passed"]
+
+
+def test_metrics_without_memory(home, tmp_path, tiny_model_dir):
+    path = mutant(tmp_path, 'f"process_resident_memory_bytes {rss}",', "")
+    crit = by_name(run_check(LAB, path, fast=True, only=["app starts and answers /health",
+                                                         "GET /metrics speaks Prometheus"]))
+    assert "process_resident_memory_bytes" in crit["GET /metrics speaks Prometheus"]["detail"]
+
+
+@pytest.mark.slow
+def test_lab_run_benchmarks_the_app(z2v, home, smollm2_dir):
+    """`z2v lab run serving-api`: serve the reference with SmolLM2, bench it, keep the evidence."""
+    r = z2v("lab", "run", "serving-api", "--steps", "2")
+    assert "generate API at http://127.0.0.1" in r.output and "output throughput x" in r.output
+    from zero2vllm.store import Store
+
+    (run,) = Store.open(home / "zero2vllm.db").lab_runs("serving-api", kind="run")
+    assert run["passed"] and [lv["concurrency"] for lv in run["metrics"]["levels"]] == [1, 4]
+    assert run["metrics"]["peak_rss_bytes"] > 300 * 2**20
+    data = json.loads(open(run["artifacts"][0]).read())
+    assert all(r["total_output_tokens"] == 16 for r in data["runs"])
