@@ -569,8 +569,22 @@ def _clean(o):
 
 
 def lab_metrics(result: dict) -> dict:
-    """What the store keeps (and the `vllm` lab shows as evidence): the table, not the samples."""
+    """What the store keeps (and the `vllm` lab shows as evidence): the table, not the samples.
+
+    Plus plain number lists against "concurrency" (vllm_output_tok_s, naive_e2el_median_ms...),
+    which the dashboard plots for any lab run."""
+    series: dict = {}
+    levels = result["config"]["concurrency"]
+    if all(isinstance(c, int) for c in levels):
+        series["concurrency"] = levels
+        for t in result["targets"]:
+            by = {r["concurrency"]: r for r in t["runs"]}
+            if all(c in by for c in levels):
+                series[f"{t['name']}_output_tok_s"] = [round(by[c]["output_throughput"], 2) for c in levels]
+                series[f"{t['name']}_e2el_median_ms"] = [
+                    round((by[c]["e2el_ms"] or {}).get("median") or 0.0, 1) for c in levels]
     return {
+        **series,
         "table": rows(result),
         "table_text": format_table(result),
         "explanation": explain(result),

@@ -140,8 +140,8 @@ def _serve(server, timeout_s: float, echo) -> None:
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """SIGTERM and SIGHUP (a closed terminal) unwind like Ctrl-C while the block runs, so the
-    servers we started are stopped, not orphaned; the previous handlers come back after."""
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal) unwind as KeyboardInterrupt while the block
+    runs, so the servers we started are stopped, not orphaned; the previous handlers come back."""
     import signal
 
     def interrupt(signum, _frame):
@@ -151,6 +151,9 @@ def stop_on_signals():
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, interrupt)
+        # A shell starting us in the background (`z2v vllm serve &`, CI scripts) leaves SIGINT
+        # ignored, and then Ctrl-C / kill -INT would do nothing: take it back.
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
     try:
