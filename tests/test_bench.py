@@ -154,3 +154,25 @@ def test_bench_cli_errors(z2v, fake_server):
             "--no-plot", "--output-len", "3")
     data = json.loads(r.output)
     assert data["runs"][0]["completed"] == 3 and data["runs"][0]["ttft_ms"]["n"] == 3
+
+
+@pytest.mark.slow
+def test_naive_api_gpu_script_on_cpu(tmp_path):
+    """benchmarks/naive_api_gpu.py with a tiny model on the CPU: both parts run and agree in form."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "naive_api_gpu.py"
+    out = tmp_path / "r.json"
+    r = subprocess.run(
+        [sys.executable, str(script), "--device", "cpu", "--shape", "tiny", "--concurrency", "1,2",
+         "--input-len", "8", "--output-len", "4", "--requests", "4", "--seq-requests", "2",
+         "--static-batches", "2", "--threads", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "side by side" in r.stdout
+    data = json.loads(out.read_text())
+    assert data["baseline"]["static_bs2_tok_s"] > 0
+    assert [a["concurrency"] for a in data["api"]] == [1, 2]
+    assert all(a["completed"] == 4 and a["failed"] == 0 for a in data["api"])
+    assert data["api"][0]["memory"]["rss_bytes"]["max"] > 50 * 2**20
