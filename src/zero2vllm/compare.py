@@ -308,6 +308,7 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
         runs = []
         for i, level in enumerate(cfg.concurrency):
             scraper = Scraper(t.url, cfg.scrape_interval_s).start()
+            cpu = CpuShare(t.pid)
             try:
                 result = bench.run_benchmark(
                     t.url, api=t.api, concurrency=[level], num_requests=cfg.num_requests,
@@ -318,6 +319,7 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
             finally:
                 samples = scraper.stop()
             run = result["runs"][0]
+            run["cpu"] = cpu.result()
             run["server_metrics"] = summarize_scrape(samples)
             run["server_samples"] = samples
             runs.append(run)
@@ -326,6 +328,50 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
         if server is not None:
             echo(f"stopping {t.name}")
             server.stop()
+
+
+class CpuShare:
+    """How much of the machine's CPU went to *other* processes during a level: the system's busy
+    time minus ours (this process and the server's process tree). Several people share a
+    2-core machine; a level measured while someone else trained a model is pessimistic, and
+    the table should say so instead of hiding it."""
+
+    def __init__(self, server_pid: int | None):
+        import psutil
+
+        self.psutil, self.server_pid = psutil, server_pid
+        self.t0, self.busy0, self.ours0 = time.perf_counter(), self._busy(), self._ours()
+
+    def _busy(self) -> float:
+        t = self.psutil.cpu_times()
+        return sum(getattr(t, k, 0.0) for k in ("user", "nice", "system", "irq", "softirq", "steal"))
+
+    def _ours(self) -> float | None:
+        procs = [self.psutil.Process()]
+        if self.server_pid:
+            try:
+                root = self.psutil.Process(self.server_pid)
+                procs += [root] + root.children(recursive=True)
+            except self.psutil.Error:
+                return None
+        total = 0.0
+        for p in procs:
+            try:
+                c = p.cpu_times()
+                total += c.user + c.system
+            except self.psutil.Error:
+                pass
+        return total
+
+    def result(self) -> dict:
+        wall = time.perf_counter() - self.t0
+        cores = self.psutil.cpu_count() or 1
+        busy = self._busy() - self.busy0
+        out = {"busy_frac": round(busy / (wall * cores), 3) if wall > 0 else None}
+        ours1 = self._ours()
+        if self.server_pid and self.ours0 is not None and ours1 is not None and wall > 0:
+            out["others_frac"] = round(max(0.0, busy - (ours1 - self.ours0)) / (wall * cores), 3)
+        return out
 
 
 def build_result(targets: list[Target], cfg: CompareConfig, duration_s: float) -> dict:
@@ -390,6 +436,7 @@ def rows(result: dict) -> list[dict]:
                 "e2el_p99_ms": (r["e2el_ms"] or {}).get("p99"),
                 "running_max": sm.get("running_max"), "waiting_max": sm.get("waiting_max"),
                 "kv_usage_max": sm.get("kv_usage_max"), "preemptions": sm.get("preemptions"),
+                "others_cpu": (r.get("cpu") or {}).get("others_frac"),
                 "x_first": speedup,
             })
     return out
@@ -415,6 +462,7 @@ COLUMNS = [
     ("KV used max", lambda r: _f(None if r["kv_usage_max"] is None else 100 * r["kv_usage_max"],
                                  "{:.1f}%")),
     ("preempt", lambda r: _f(r["preemptions"], "{:.0f}")),
+    ("other CPU", lambda r: _f(None if r["others_cpu"] is None else 100 * r["others_cpu"], "{:.0f}%")),
 ]
 
 
@@ -447,6 +495,12 @@ def explain(result: dict) -> list[str]:
     for t in result["targets"]:
         if t.get("error"):
             lines.append(f"{t['name']}: not measured: {t['error'].splitlines()[0]}")
+    busy = [(t["name"], r["concurrency"], r["cpu"]["others_frac"]) for t in result["targets"]
+            for r in t["runs"] if ((r.get("cpu") or {}).get("others_frac") or 0) > 0.1]
+    if busy:
+        lines.append("Careful: other processes used the CPU during the run ("
+                     + ", ".join(f"{n} at {c or 'inf'}: {100 * f:.0f}% of all cores" for n, c, f in busy)
+                     + "); those levels are pessimistic: rerun on a quiet machine to trust them.")
     if not (naive and vllm and naive["runs"] and vllm["runs"]):
         return lines
     levels = [r["concurrency"] for r in vllm["runs"] if any(
