@@ -1,0 +1,13 @@
+"""Week 1 lab: a character-level GPT the learner writes, checks and trains on tiny Shakespeare."""
+
+from zero2vllm.labs import Lab
+
+LAB = Lab(
+    id="transformer",
+    title="Character-level transformer",
+    week=1,
+    keywords=("character", "transformer"),  # "Deliverable: Working character-level transformer"
+    summary="a GPT in model.py: causal multi-head attention, trained on tiny Shakespeare",
+    entry="model.py",
+    time_limit_s=420.0,
+)
