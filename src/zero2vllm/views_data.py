@@ -1,28 +1,22 @@
 """What the dashboard shows beyond `tracker.status()`, as plain data: the burn-up series, the
-study calendar, streaks, a week grouped by block, the labs with their evidence, and the
-changes the dashboard makes (the same store calls, summaries and rules as the CLI's).
+study calendar, streaks, a week grouped by block, the labs with their evidence.
 
-Nothing here knows about HTML: `zero2vllm.web` turns these dicts into pages, and any other
-front end (or the CLI) can call the same functions.
+Read-side only: the changes a page makes go through `zero2vllm.actions`, the same functions
+the CLI's commands call. Nothing here knows about HTML: `zero2vllm.web` turns these dicts
+into pages, and any other front end can call the same functions.
 """
 
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 from zero2vllm import plan as planlib
 from zero2vllm import tracker
-from zero2vllm.durations import DurationError, format_duration, parse_duration
+from zero2vllm.actions import ActionError
 from zero2vllm.plan import Plan
 from zero2vllm.store import Store
-
-MAX_LOG_SECONDS = 24 * 3600  # the CLI's limit: log each day separately
-
-
-class ActionError(ValueError):
-    """A change the user asked for that cannot be made; the message says what to do instead."""
 
 
 # -- the plan, parsed once per text ----------------------------------------------------------------
@@ -165,129 +159,6 @@ def week_view(store: Store, plan: Plan, number: int | None) -> dict:
         "insights": [c for c in week.concepts if c.kind == "insight"],
         "timer": store.timer(),
     }
-
-
-# -- changes: the CLI's rules and summaries --------------------------------------------------------
-STATUS_VERBS = {"done": ("done", "done"), "skipped": ("skip", "skipped"), "todo": ("reopen", "reopened")}
-
-
-def set_status(store: Store, plan: Plan, item_id: str, status: str) -> str:
-    """done / skipped / todo (reopen), journalled like `z2v done|skip|reopen`."""
-    item = _item(plan, item_id)
-    if status not in STATUS_VERBS:
-        raise ActionError(f"unknown status {status!r}; use done, skipped or todo")
-    name, verb = STATUS_VERBS[status]
-    store.change_status(item.id, status, f"{name} {item.id}")
-    return f"{item.id}: {verb}."
-
-
-def log_time(store: Store, plan: Plan, item_id: str, duration: str, day: str | None = None,
-             note: str | None = None) -> str:
-    """`z2v log ITEM DURATION [--on DAY] [--note]`: same parsing, limits and summary."""
-    item = _item(plan, item_id)
-    try:
-        seconds = parse_duration(duration)
-    except DurationError as exc:
-        raise ActionError(str(exc)) from None
-    if seconds > MAX_LOG_SECONDS:
-        raise ActionError(f"{duration} is more than a day; log each day separately")
-    today = tracker.local_day(tracker.now())
-    if not day or day == "today":
-        on = today
-    elif day == "yesterday":
-        on = today - timedelta(days=1)
-    else:
-        try:
-            on = date.fromisoformat(day)
-        except ValueError:
-            raise ActionError(f"{day!r} is not a date; write YYYY-MM-DD, today or yesterday") from None
-    store.log_time(item.id, on.isoformat(), seconds, f"log {format_duration(seconds)} on {item.id}",
-                   note=note or None)
-    total = store.seconds_by_item().get(item.id, 0)
-    return f"Logged {format_duration(seconds)} on {item.id} for {on} (total {format_duration(total)})."
-
-
-def start_timer(store: Store, plan: Plan, item_id: str, at: datetime | None = None) -> str:
-    """`z2v start ITEM`: a running timer is stopped first (its time logged on its start day)."""
-    item = _item(plan, item_id)
-    at = at or tracker.now()
-    message = ""
-    running = store.timer()
-    if running is not None:
-        stopped = store.stop_timer(at, tracker.local_day(running.started_at).isoformat(),
-                                   "stop (timer switched)")
-        if stopped:
-            secs = int((at - stopped[0].started_at).total_seconds())
-            message = f"Stopped {stopped[0].item_id}: logged {format_duration(secs)}. "
-    store.start_timer(item.id, at, f"start timer on {item.id}")
-    return message + f"Timer started on {item.id} at {at:%H:%M}."
-
-
-def stop_timer(store: Store, at: datetime | None = None) -> str:
-    """`z2v stop`: log the running timer's time on the day it started."""
-    timer = store.timer()
-    if timer is None:
-        raise ActionError("no timer is running")
-    at = at or tracker.now()
-    result = store.stop_timer(at, tracker.local_day(timer.started_at).isoformat(),
-                              f"stop timer on {timer.item_id}")
-    if result is None:
-        raise ActionError("the timer was stopped elsewhere meanwhile")
-    secs = int((at - timer.started_at).total_seconds())
-    return f"Stopped {timer.item_id}: logged {format_duration(secs)}."
-
-
-def save_note(store: Store, plan: Plan, item_id: str, text: str) -> str:
-    item = _item(plan, item_id)
-    text = text.replace("\r\n", "\n")
-    store.set_note(item.id, text, f"note on {item.id}")
-    return f"Saved note on {item.id} ({len(text.split())} words)."
-
-
-def undo(store: Store) -> str:
-    row = store.undo_last()
-    if row is None:
-        raise ActionError("nothing to undo")
-    return f"Undid: {row['summary']} ({row['at']})."
-
-
-def import_plan_text(store: Store, data: bytes, name: str) -> tuple[tracker.ImportReport, list[str]]:
-    """Decode, parse and import a plan, as `z2v plan import`; PlanError propagates with its line.
-    Returns the report and the lines the CLI prints about it."""
-    text = planlib.decode(data)
-    report = tracker.import_plan(store, text, name)
-    plan = report.plan
-    drafts = sum(w.draft for w in plan.weeks)
-    lines = [f"Imported {plan.title!r}: {len(plan.weeks)} weeks ({drafts} draft), {report.items} items."]
-    lines += [f"logged {format_duration(s)} on {i} (from its annotation)" for i, s in report.logged]
-    lines += [f"{i}: {s.replace('_', ' ')}" for i, s in report.statuses]
-    if report.kept:
-        lines.append(f"kept progress on {len(report.kept)} items")
-    if report.orphaned:
-        lines.append(f"progress kept in the store for {len(report.orphaned)} items no longer in the "
-                     "plan: " + ", ".join(report.orphaned))
-    if plan.announced_weeks and plan.announced_weeks > len(plan.weeks):
-        lines.append(f"note: the title announces {plan.announced_weeks} weeks; the text has {len(plan.weeks)}")
-    return report, lines
-
-
-def set_start_date(store: Store, text: str) -> str:
-    """`z2v plan start --on DAY`: the day week 1 starts (normally a Monday)."""
-    try:
-        day = date.fromisoformat(text.strip()) if text.strip() else tracker.monday_of(
-            tracker.local_day(tracker.now()))
-    except ValueError:
-        raise ActionError(f"{text!r} is not a date; write it as YYYY-MM-DD") from None
-    note = "" if day.weekday() == 0 else f" (a {day:%A}; weeks will run {day:%A} to {day:%A} + 6 days)"
-    store.set_start_date(day.isoformat(), f"plan start on {day}")
-    return f"Week 1 starts on {day.isoformat()}{note}."
-
-
-def _item(plan: Plan, item_id: str):
-    item = plan.item(item_id)
-    if item is None:
-        raise ActionError(f"no item {item_id!r} in the plan (was the plan re-imported? reload the page)")
-    return item
 
 
 # -- labs and their evidence -----------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import click
@@ -57,25 +56,13 @@ def plan_show(app: AppContext, file: Path | None, as_json: bool, fmt: str | None
 @pass_app
 def plan_import(app: AppContext, file: Path) -> None:
     """Import a plan text; keeps progress of items whose ids survive, takes progress from annotations."""
-    from zero2vllm import tracker
-    from zero2vllm.durations import format_duration
+    from zero2vllm import actions
 
-    text, _ = _load_file(file)
-    report = tracker.import_plan(app.store, text, str(file))
-    plan = report.plan
-    drafts = sum(w.draft for w in plan.weeks)
-    click.echo(f"Imported {plan.title!r}: {len(plan.weeks)} weeks ({drafts} draft), {report.items} items.")
-    for item_id, seconds in report.logged:
-        click.echo(f"  logged {format_duration(seconds)} on {item_id} (from its annotation)")
-    for item_id, status in report.statuses:
-        click.echo(f"  {item_id}: {status.replace('_', ' ')}")
-    if report.kept:
-        click.echo(f"  kept progress on {len(report.kept)} items")
-    if report.orphaned:
-        click.echo(f"  progress kept in the store for {len(report.orphaned)} items no longer in the plan: "
-                   + ", ".join(report.orphaned))
-    if plan.announced_weeks and plan.announced_weeks > len(plan.weeks):
-        click.echo(f"  note: the title announces {plan.announced_weeks} weeks; the text has {len(plan.weeks)}")
+    text, _ = _load_file(file)  # read and parsed here, so an error names the file and its line
+    _, lines = actions.import_plan_text(app.store, text, str(file))
+    click.echo(lines[0])
+    for line in lines[1:]:
+        click.echo(f"  {line}")
 
 
 @plan_group.command("export")
@@ -120,19 +107,10 @@ def plan_export(app: AppContext, fmt: str, output: Path | None) -> None:
 @pass_app
 def plan_start(app: AppContext, on: str | None) -> None:
     """Set the date the plan starts (the Monday of week 1)."""
-    from zero2vllm import tracker
+    from zero2vllm import actions
+    from zero2vllm.commands.track import run_action
 
-    tracker.load_plan(app.store)
-    if on is None:
-        day = tracker.monday_of(tracker.local_day(tracker.now()))
-    else:
-        try:
-            day = date.fromisoformat(on)
-        except ValueError:
-            raise Z2VError(f"--on {on!r} is not a date; write it as YYYY-MM-DD") from None
-    note = "" if day.weekday() == 0 else f" (a {day:%A}; weeks will run {day:%A} to {day:%A} + 6 days)"
-    app.store.set_start_date(day.isoformat(), f"plan start on {day}")
-    click.echo(f"Week 1 starts on {day.isoformat()}{note}.")
+    click.echo(run_action(actions.set_start_date, app.store, on))
 
 
 def register(group: click.Group) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from datetime import date, timedelta
 
 import click
 
@@ -20,13 +19,15 @@ def _plan(app: AppContext):
         raise Z2VError(f"the stored plan cannot be read: {exc}; import a fixed one with `z2v plan import`")
 
 
-def _item(app: AppContext, plan, ref: str):
-    from zero2vllm.tracker import RefError, resolve
+def run_action(func, *args, **kwargs):
+    """Call a `zero2vllm.actions` function; its ActionError becomes a one-line Z2VError (exit 2)
+    in the command line's words."""
+    from zero2vllm.actions import ActionError
 
     try:
-        return resolve(plan, ref)
-    except RefError as exc:
-        raise Z2VError(str(exc)) from None
+        return func(*args, **kwargs)
+    except ActionError as exc:
+        raise Z2VError(exc.cli) from None
 
 
 @click.command("status")
@@ -185,39 +186,18 @@ def next_cmd(app: AppContext, as_json: bool) -> None:
 @pass_app
 def start_cmd(app: AppContext, item: str) -> None:
     """Start a timer on ITEM (stops a running one first, logging its time)."""
-    from zero2vllm import tracker
-    from zero2vllm.durations import format_duration
+    from zero2vllm import actions
 
-    plan = _plan(app)
-    it = _item(app, plan, item)
-    at = tracker.now()
-    stopped = app.store.stop_timer(at, tracker.local_day(app.store.timer().started_at).isoformat(),
-                                   "stop (timer switched)") if app.store.timer() else None
-    if stopped:
-        timer, _ = stopped
-        secs = int((at - timer.started_at).total_seconds())
-        click.echo(f"Stopped {timer.item_id}: logged {format_duration(secs)}.")
-    app.store.start_timer(it.id, at, f"start timer on {it.id}")
-    click.echo(f"Timer started on {it.id} at {at:%H:%M}. `z2v stop` logs the time.")
+    click.echo(run_action(actions.start_timer, app.store, _plan(app), item) + " `z2v stop` logs the time.")
 
 
 @click.command("stop")
 @pass_app
 def stop_cmd(app: AppContext) -> None:
     """Stop the running timer and log its time (also after a crash or reboot)."""
-    from zero2vllm import tracker
-    from zero2vllm.durations import format_duration
+    from zero2vllm import actions
 
-    timer = app.store.timer()
-    if timer is None:
-        raise Z2VError("no timer is running; start one with `z2v start ITEM`")
-    at = tracker.now()
-    result = app.store.stop_timer(at, tracker.local_day(timer.started_at).isoformat(),
-                                  f"stop timer on {timer.item_id}")
-    if result is None:
-        raise Z2VError("the timer was stopped by another process meanwhile")
-    secs = int((at - timer.started_at).total_seconds())
-    click.echo(f"Stopped {timer.item_id}: logged {format_duration(secs)}.")
+    click.echo(run_action(actions.stop_timer, app.store))
 
 
 @click.command("log")
@@ -228,63 +208,35 @@ def stop_cmd(app: AppContext) -> None:
 @pass_app
 def log_cmd(app: AppContext, item: str, duration: str, on: str | None, note: str | None) -> None:
     """Log time on ITEM: DURATION like 30m, 1h15m or 1.5h."""
-    from zero2vllm import tracker
-    from zero2vllm.durations import DurationError, format_duration, parse_duration
+    from zero2vllm import actions
 
-    plan = _plan(app)
-    it = _item(app, plan, item)
-    try:
-        seconds = parse_duration(duration)
-    except DurationError as exc:
-        raise Z2VError(str(exc)) from None
-    if seconds > 24 * 3600:
-        raise Z2VError(f"{duration} is more than a day; log each day separately with --on")
-    day = _parse_day(on)
-    app.store.log_time(it.id, day.isoformat(), seconds, f"log {format_duration(seconds)} on {it.id}", note=note)
-    total = app.store.seconds_by_item().get(it.id, 0)
-    click.echo(f"Logged {format_duration(seconds)} on {it.id} for {day} (total {format_duration(total)}).")
+    click.echo(run_action(actions.log_time, app.store, _plan(app), item, duration, on, note))
 
 
-def _parse_day(on: str | None) -> date:
-    from zero2vllm import tracker
-
-    today = tracker.local_day(tracker.now())
-    if on in (None, "today"):
-        return today
-    if on == "yesterday":
-        return today - timedelta(days=1)
-    try:
-        return date.fromisoformat(on)
-    except ValueError:
-        raise Z2VError(f"--on {on!r} is not a date; write YYYY-MM-DD, today or yesterday") from None
-
-
-def _status_command(name: str, status: str, verb: str, help_text: str):
+def _status_command(name: str, status: str, help_text: str):
     @click.command(name, help=help_text)
     @click.argument("item")
     @pass_app
     def cmd(app: AppContext, item: str) -> None:
-        plan = _plan(app)
-        it = _item(app, plan, item)
-        app.store.change_status(it.id, status, f"{name} {it.id}")
-        click.echo(f"{it.id}: {verb}.")
+        from zero2vllm import actions
+
+        click.echo(run_action(actions.set_status, app.store, _plan(app), item, status))
 
     return cmd
 
 
-done_cmd = _status_command("done", "done", "done", "Mark ITEM done.")
-skip_cmd = _status_command("skip", "skipped", "skipped", "Skip ITEM (counts as closed, not done).")
-reopen_cmd = _status_command("reopen", "todo", "reopened", "Reopen ITEM (back to to-do; its time stays).")
+done_cmd = _status_command("done", "done", "Mark ITEM done.")
+skip_cmd = _status_command("skip", "skipped", "Skip ITEM (counts as closed, not done).")
+reopen_cmd = _status_command("reopen", "todo", "Reopen ITEM (back to to-do; its time stays).")
 
 
 @click.command("undo")
 @pass_app
 def undo_cmd(app: AppContext) -> None:
     """Undo the last change (log, timer, status, note, import, start date)."""
-    row = app.store.undo_last()
-    if row is None:
-        raise Z2VError("nothing to undo")
-    click.echo(f"Undid: {row['summary']} ({row['at']}).")
+    from zero2vllm import actions
+
+    click.echo(run_action(actions.undo, app.store))
 
 
 @click.command("note")
@@ -294,8 +246,10 @@ def undo_cmd(app: AppContext) -> None:
 @pass_app
 def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
     """Write or show the note of ITEM (Markdown; e.g. your 1-page summary)."""
+    from zero2vllm import actions
+
     plan = _plan(app)
-    it = _item(app, plan, item)
+    it = run_action(actions.find_item, plan, item)
     current = app.store.note(it.id)
     if show:
         click.echo(current or f"No note on {it.id}.")
@@ -307,8 +261,7 @@ def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
         if text is None:
             click.echo("Note unchanged.")
             return
-    app.store.set_note(it.id, text, f"note on {it.id}")
-    click.echo(f"Saved note on {it.id} ({len(text.split())} words).")
+    click.echo(run_action(actions.save_note, app.store, plan, it.id, text, exact=True))
 
 
 @click.command("history")

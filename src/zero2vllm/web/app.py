@@ -1,7 +1,7 @@
 """The dashboard's Flask app: pages over the same store and library calls as the CLI.
 
 Views only fetch data from `zero2vllm.tracker` / `zero2vllm.views_data` and render it; every
-change goes through the functions the CLI's rules live in. Safe by default: a CSRF token on
+change goes through `zero2vllm.actions`, the functions the CLI's commands call too. Safe by default: a CSRF token on
 every state-changing request, Host checked against loopback names, Markdown rendered without
 raw HTML, and a database error is an error page, never a stack trace.
 """
@@ -20,10 +20,10 @@ from flask import (Flask, Response, abort, flash, g, get_flashed_messages, redir
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
-from zero2vllm import tracker, views_data
+from zero2vllm import actions, tracker, views_data
+from zero2vllm.actions import ActionError
 from zero2vllm.plan import PlanError
 from zero2vllm.store import Store, StoreError
-from zero2vllm.views_data import ActionError
 from zero2vllm.web import charts
 from zero2vllm.web.cache import PageCache
 
@@ -212,40 +212,43 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         flash(message, "ok" if ok else "error")
         return redirect(url_for("week", number=number) if number else url_for("overview"))
 
-    def act(item_id: str | None, func, *args):
+    def act(item_id: str | None, func, *args, **kwargs):
         try:
-            return after_change(item_id, func(*args))
+            return after_change(item_id, func(*args, **kwargs))
         except ActionError as exc:
             return after_change(item_id, str(exc), ok=False)
 
+    # item ids come from the pages themselves: exact=True, never a fuzzy match on a stale id
     @app.post("/item/<item_id>/status")
     def item_status(item_id: str):
-        return act(item_id, views_data.set_status, store(), plan(), item_id, request.form.get("status", ""))
+        return act(item_id, actions.set_status, store(), plan(), item_id, request.form.get("status", ""),
+                   exact=True)
 
     @app.post("/item/<item_id>/log")
     def item_log(item_id: str):
         f = request.form
-        return act(item_id, views_data.log_time, store(), plan(), item_id, f.get("duration", ""),
-                   f.get("day") or None, f.get("note") or None)
+        return act(item_id, actions.log_time, store(), plan(), item_id, f.get("duration", ""),
+                   f.get("day") or None, f.get("note") or None, exact=True)
 
     @app.post("/item/<item_id>/start")
     def item_start(item_id: str):
-        return act(item_id, views_data.start_timer, store(), plan(), item_id)
+        return act(item_id, actions.start_timer, store(), plan(), item_id, exact=True)
 
     @app.post("/timer/stop")
     def timer_stop():
         timer = store().timer()
         item_id = timer.item_id if timer and plan().item(timer.item_id) else None
-        return act(item_id, views_data.stop_timer, store())
+        return act(item_id, actions.stop_timer, store())
 
     @app.post("/item/<item_id>/note")
     def item_note(item_id: str):
-        return act(item_id, views_data.save_note, store(), plan(), item_id, request.form.get("text", ""))
+        return act(item_id, actions.save_note, store(), plan(), item_id, request.form.get("text", ""),
+                   exact=True)
 
     @app.post("/undo")
     def undo():
         try:
-            flash(views_data.undo(store()), "ok")
+            flash(actions.undo(store()), "ok")
         except ActionError as exc:
             flash(str(exc), "error")
         nxt = request.form.get("next") or "/"
@@ -314,7 +317,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             return plan_page(413, import_error=f"{name}: the plan is over {MAX_PLAN_BYTES // 1024} KiB; "
                                                "is this the right file?", pasted=text)
         try:
-            _, lines = views_data.import_plan_text(store(), data, name)
+            _, lines = actions.import_plan_text(store(), data, name)
         except PlanError as exc:  # the CLI's message: "NAME: line N: what ('the line')"
             return plan_page(422, import_error=f"{name}: {exc}", error_line=exc.line_no, pasted=text)
         g.pop("plan", None)
@@ -325,7 +328,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     @app.post("/plan/start")
     def plan_start():
         try:
-            flash(views_data.set_start_date(store(), request.form.get("day", "")), "ok")
+            flash(actions.set_start_date(store(), request.form.get("day", "")), "ok")
         except ActionError as exc:
             flash(str(exc), "error")
         return redirect(url_for("plan_view"))
