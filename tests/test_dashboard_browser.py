@@ -1,6 +1,6 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright (no downloaded
-browser). Ticks an item, logs 30 minutes, runs a timer, writes a note with <script>, imports a
-bad plan, then checks that `z2v status --json` and `z2v history --json` agree.
+browser). Ticks an item, logs 30 minutes, runs a timer, writes a note with <script>, reviews a
+concept card, imports a bad plan, then checks that `z2v status --json` and `z2v history --json` agree.
 
 Needs `apt-get install -y chromium` (scripts/test.sh does it when run as root) and the
 `playwright` Python package (the test extra). Screenshots of every page go to
@@ -161,6 +161,17 @@ def test_browser_flow_agrees_with_the_cli(server, page):
     assert "line 2" in error.inner_text() and "before any 'WEEK N:' heading" in error.inner_text()
     shot(page, "plan-import-error")
 
+    # review one concept card: Reveal (htmx), then Good; the next card replaces it in place
+    page.goto(server + "/review")
+    first = page.locator("#review .flashcard").get_attribute("data-card")
+    shot(page, "review")
+    page.get_by_role("button", name="Reveal answer").click()
+    page.get_by_role("button", name="rate Good").wait_for()
+    shot(page, "review-revealed")
+    page.get_by_role("button", name="rate Good").click()
+    page.get_by_text(f"{first}: Good, next in").wait_for()
+    assert page.locator("#review .flashcard").get_attribute("data-card") != first
+
     page.goto(server + "/labs")
     shot(page, "labs")
     page.goto(server + "/")
@@ -179,5 +190,7 @@ def test_browser_flow_agrees_with_the_cli(server, page):
     history = json.loads(cli("history", "--json").stdout)
     assert any(e["item_id"] == "w1.q-k-v-matrices" and e["source"] == "timer" for e in history)
     assert status["plan"]["source"] == "bundled default plan"  # the bad plan was not imported
+    cards = {c["id"]: c for c in json.loads(cli("card", "list", "--json").stdout)}
+    assert cards[first]["reviews"] == 1 and cards[first]["state"] == "learning"  # rated Good once
     logged = sum(e["seconds"] for e in history) / 3600
     assert status["hours"]["logged"] == pytest.approx(logged, abs=0.01)

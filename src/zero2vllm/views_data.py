@@ -9,7 +9,7 @@ into pages, and any other front end can call the same functions.
 from __future__ import annotations
 
 import threading
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from zero2vllm import plan as planlib
@@ -228,3 +228,51 @@ def numeric_series(metrics: dict) -> list[dict]:
         xs = lists[x_name] if x_name else list(range(len(ys)))
         out.append({"name": name, "x_name": x_name or "index", "xs": xs, "ys": ys})
     return out
+
+
+# -- concept review ----------------------------------------------------------------------------------
+def review_installed() -> bool:
+    """Whether `fsrs` (the `review` extra) is installed; without it the review page says so."""
+    import importlib.util
+
+    return importlib.util.find_spec("fsrs") is not None
+
+
+def cards_due(store: Store, plan: Plan, now: datetime) -> int | None:
+    """How many cards are due now (as `z2v review` counts them); None without fsrs."""
+    if not review_installed():
+        return None
+    from zero2vllm import review
+
+    return len(review.due_cards(store, plan, now))
+
+
+def review_view(store: Store, plan: Plan, now: datetime, *, week: int | None = None,
+                reveal: str | None = None) -> dict:
+    """The review page: the numbers `z2v review` starts and ends with, the card to ask now,
+    and how many cards fall due on each of the next days.
+
+    The card asked is the first of `review.due_cards` (week gates applied there), except that
+    cards already reviewed today wait while others are due: the CLI's "a card seen in this
+    session waits while unseen ones remain", for a page that has no session. REVEAL names the
+    card whose answer to show; if it is no longer due (rated meanwhile elsewhere), the page
+    asks the next card instead."""
+    from zero2vllm import review
+
+    if week is not None and plan.week(week) is None:
+        have = ", ".join(str(w.number) for w in plan.weeks)
+        raise ActionError(f"there is no week {week}; the plan has weeks {have}")
+    today = tracker.local_day(now)
+    due = review.due_cards(store, plan, now, week=week)
+    due.sort(key=lambda c: (c.last_review is not None and tracker.local_day(c.last_review) == today, c.due))
+    shown = next((c for c in due if c.id == reveal), None) if reveal else None
+    card = shown or (due[0] if due else None)
+    st = review.stats(store, plan, now, week=week)
+    next_due = datetime.fromisoformat(st["next_due"]) if st["next_due"] else None
+    return {
+        "stats": st, "due": due, "card": card, "revealed": shown is not None, "week": week,
+        "next_due": next_due,
+        "next_in": review.human_delta(next_due - review.utc(now)) if next_due else None,
+        "forecast": review.forecast(review.all_cards(store, plan, now, week=week), now, days=7),
+        "ratings": review.RATINGS,
+    }

@@ -175,6 +175,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             cal = views_data.calendar(s, p, today, by_day=by_day)
             html = render_template(
                 "overview.html", st=st, plan=p, cal=cal, streaks=cal["streaks"],
+                cards_due=views_data.cards_due(s, p, at),
                 burnup=charts.burnup_svg(views_data.burnup(s, p, today, by_day=by_day)),
                 heatmap=charts.heatmap_svg(cal), heat_colours=charts.HEAT_COLOURS,
                 messages=get_flashed_messages(with_categories=True))
@@ -254,6 +255,56 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         nxt = request.form.get("next") or "/"
         local = nxt.startswith("/") and not nxt.startswith(("//", "/\\"))  # no open redirect
         return redirect(nxt if local else "/")
+
+    # -- concept review: `z2v review` in the page ---------------------------------------------
+    def review_page(week: int | None, reveal: str | None = None, messages=None, status: int = 200):
+        if not views_data.review_installed():
+            return render_template("review.html", missing=True, messages=messages), status
+        try:
+            view = views_data.review_view(store(), plan(), tracker.now(), week=week, reveal=reveal)
+        except ActionError as exc:
+            abort(404, description=str(exc))
+        template = "_review.html" if is_htmx() else "review.html"
+        return render_template(template, r=view, plan=plan(), shown_ms=int(time.time() * 1000),
+                               messages=messages if messages is not None
+                               else get_flashed_messages(with_categories=True)), status
+
+    @app.get("/review")
+    def review_session():
+        """The next due card; `?reveal=ID` shows its answer and the rating buttons."""
+        return review_page(request.args.get("week", type=int), request.args.get("reveal") or None)
+
+    @app.post("/review/rate")
+    def review_rate():
+        """Rate the card the page showed with `review.rate`, as `z2v review` does; then the next
+        card. Only a card due now is rated: a second click, or a page left open while the card
+        was rated elsewhere, must not move its schedule again."""
+        from zero2vllm import review
+
+        f = request.form
+        card_id, week = f.get("card", ""), f.get("week", type=int)
+        at = tracker.now()
+        try:
+            rating = review.parse_rating(f.get("rating", ""))
+            card = next((c for c in review.all_cards(store(), plan(), at) if c.id == card_id), None)
+            if card is not None and card.available and card.due > review.utc(at):
+                raise review.ReviewError(
+                    f"{card_id} is not due until {card.due.astimezone():%Y-%m-%d %H:%M} "
+                    f"({review.human_delta(card.due - review.utc(at))}): it was rated already")
+            shown = f.get("shown", type=int)
+            elapsed = int(time.time() * 1000) - shown if shown else None
+            # unknown ids and cards of weeks not started are refused by review.rate, in the CLI's words
+            rated = review.rate(store(), card_id, rating, at, plan=plan(),
+                                duration_ms=elapsed if elapsed is not None and 0 <= elapsed < 3_600_000 else None)
+            due_at = rated.card.due.astimezone()
+            message, ok = (f"{card_id}: {review.RATINGS[rating]}, next {review.human_delta(rated.interval)} "
+                           f"({due_at:%Y-%m-%d %H:%M}), stability {rated.card.stability:.2f} d."), True
+        except review.ReviewError as exc:
+            message, ok = str(exc), False
+        if is_htmx():
+            return review_page(week, messages=[("ok" if ok else "error", message)])
+        flash(message, "ok" if ok else "error")
+        return redirect(url_for("review_session", week=week))
 
     @app.get("/favicon.ico")
     def favicon():
