@@ -29,7 +29,7 @@ class AttnGroup:
 
     block_tables: torch.Tensor            # [S, max_blocks] int32/int64, padded with the spare block
     context_lens: torch.Tensor            # [S] tokens each sequence attends to (cached + new)
-    mask: torch.Tensor                    # [S, 1, max_q, max_blocks * block_size] bool, True = attend
+    mask: torch.Tensor | None             # [S, 1, max_q, max_blocks * block_size] bool, True = attend
     max_q: int = 1                        # queries per sequence after padding
     q_index: torch.Tensor | None = None   # rows of the group's tokens -> padded [S * max_q] layout
     out_index: torch.Tensor | None = None  # padded rows that are real tokens, in token order
@@ -70,7 +70,11 @@ def gather_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     v = v_cache.view(num_blocks, -1).index_select(0, flat_ids)
     k = k.view(num_seqs, max_blocks * block_size, kv_heads, head_dim).transpose(1, 2)
     v = v.view(num_seqs, max_blocks * block_size, kv_heads, head_dim).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=group.mask, enable_gqa=True)
+    mask = group.mask
+    if mask is None:  # inside a CUDA graph: decode rows attend to their first context_len slots
+        slots = torch.arange(max_blocks * block_size, device=q.device)
+        mask = (slots < group.context_lens[:, None]).view(num_seqs, 1, 1, -1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
     out = out.transpose(1, 2).reshape(num_seqs * group.max_q, -1)
     return out if group.out_index is None else out[group.out_index]
 

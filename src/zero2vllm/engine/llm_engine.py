@@ -61,6 +61,13 @@ class LLMEngine:
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
                     request_id: str | None = None) -> Sequence:
         """Queue a request; raises ValueError (with the fix) when it can never run."""
+        seq = self.make_sequence(prompt, params, request_id)
+        self.scheduler.add(seq)
+        return seq
+
+    def make_sequence(self, prompt: str | list[int], params: SamplingParams | None = None,
+                      request_id: str | None = None) -> Sequence:
+        """Tokenize and check a request without queueing it (safe to call from another thread)."""
         params = params or SamplingParams()
         if isinstance(prompt, str):
             if self.tokenizer is None:
@@ -75,9 +82,7 @@ class LLMEngine:
         if len(token_ids) + params.max_tokens > limit:
             raise ValueError(f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
                              f"the engine's max_model_len of {limit}; shorten one of them")
-        seq = Sequence(token_ids, params, request_id)
-        self.scheduler.add(seq)
-        return seq
+        return Sequence(token_ids, params, request_id)
 
     def abort(self, seq: Sequence) -> None:
         self.scheduler.abort(seq)

@@ -47,12 +47,13 @@ class ModelRunner:
             layer.self_attn.k_cache, layer.self_attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.decode_kernel = None
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graphs: dict = {}
+        self.graph_pool = None
         if self.device.type == "cuda":
             from .triton_attention import load_decode_kernel
 
-            self.decode_kernel = load_decode_kernel(self.kv_cache[0, 0])
-            if self.decode_kernel is not None and not cfg.enforce_eager:
+            self.decode_kernel = load_decode_kernel(self.kv_cache[0, 0], mc.num_heads)
+            if not cfg.enforce_eager:
                 self.capture_cuda_graphs()
 
     def _blocks_for(self, gigabytes: float) -> int:
@@ -147,18 +148,27 @@ class ModelRunner:
             "hidden": torch.zeros(max_bs, cfg.model_config.hidden_size, dtype=self.dtype, device=dev),
         }
         sizes = [b for b in (1, 2, 4, 8) if b < max_bs] + list(range(16, max_bs, 16)) + [max_bs]
-        pool = None
         for bs in sorted(set(sizes), reverse=True):  # largest first, so smaller ones reuse its memory
-            group = AttnGroup(gv["tables"][:bs], gv["context_lens"][:bs], None)
+            group = AttnGroup(gv["tables"][:bs], gv["context_lens"][:bs], None)  # mask: from context_lens
             ctx = StepContext(gv["slots"][:bs], bs, group, None, self.decode_kernel)
             args = (gv["input_ids"][:bs], gv["positions"][:bs], ctx)
-            gv["hidden"][:bs] = self.model(*args)  # warm-up (compiles the Triton kernel)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool):
+
+            def forward(bs=bs, args=args):
                 gv["hidden"][:bs] = self.model(*args)
-            pool = pool or graph.pool()
-            self.graphs[bs] = graph
-            torch.cuda.synchronize()
+
+            forward()  # warm-up (compiles the Triton kernel, settles the allocator)
+            self.graphs[bs] = self._record(forward)
+
+    def _record(self, forward):
+        """A CUDA graph of `forward`; on the CPU a stand-in that re-runs it (lets tests drive this path)."""
+        if self.device.type != "cuda":
+            return type("EagerReplay", (), {"replay": staticmethod(forward)})()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, self.graph_pool):
+            forward()
+        self.graph_pool = self.graph_pool or graph.pool()
+        torch.cuda.synchronize()
+        return graph
 
     def _replay_graph(self, input_ids, positions, ctx: StepContext) -> torch.Tensor:
         bs, gv = input_ids.shape[0], self.gv
