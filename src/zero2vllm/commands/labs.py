@@ -199,7 +199,13 @@ def check_group() -> None:
     """
 
 
-@click.command("check")
+class _LabCheckCommand(click.Command):
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage(ctx.parent.command_path if ctx.parent else "z2v check",
+                              "LAB [PATH] [OPTIONS]")
+
+
+@click.command("check", cls=_LabCheckCommand)
 @click.argument("lab_id", metavar="LAB")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")

@@ -23,7 +23,8 @@ SMALL = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=4, n_embd=32, dr
 def setup(ctx) -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    # leave a core free: on a busy 2-core machine two spinning OpenMP threads run ~10x slower
+    torch.set_num_threads(max(1, min(4, (os.cpu_count() or 2) - 1)))
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -64,11 +64,17 @@ def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path,
     if device == "cuda" and not torch.cuda.is_available():
         raise RunError(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA device; "
                        "use --device cpu")
+    if device == "cpu":  # leave a core free: busy 2-core machines collapse with 2 spinning threads
+        import os
+
+        torch.set_num_threads(max(1, min(8, (os.cpu_count() or 2) - 1)))
     module, label = _load(code)
     preset = "cpu" if device == "cpu" else "gpu"
     cfg = train.preset(preset, max_steps=steps, device=device)
     if code is not None:
         cfg.compile = False  # the learner's code: eager, so errors point at their lines
+    if device == "cpu":  # about five full-split evaluations make the curve; each costs seconds
+        cfg.eval_from, cfg.eval_every = 0, max(10, cfg.max_steps // 5)
     data = train.load_data(device)
     echo(f"training {label} on tiny Shakespeare ({device}): {cfg.n_layer} layers, "
          f"{cfg.n_head} heads, {cfg.n_embd} wide, block {cfg.block_size}, batch {cfg.batch_size}, "

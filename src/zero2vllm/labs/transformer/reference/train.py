@@ -88,10 +88,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
                 max_steps=2500, lr=1.5e-3, min_lr=1e-4, warmup_steps=100, decay_steps=1800,
                 eval_every=50, eval_from=500, device="cuda", bf16=True, compile=True),
-    # nanoGPT's config/train_shakespeare_char.py, same engine (bf16, compile): the baseline
+    # nanoGPT's config/train_shakespeare_char.py, same engine (bf16, compile, evaluation every
+    # 50 steps rather than nanoGPT's 250, so its time to target is not rounded up): the baseline
     "nanogpt": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
                     max_steps=5000, lr=1e-3, min_lr=1e-4, warmup_steps=100, decay_steps=5000,
-                    eval_every=250, eval_from=0, device="cuda", bf16=True, compile=True),
+                    eval_every=50, eval_from=500, device="cuda", bf16=True, compile=True),
 }
 
 
