@@ -131,11 +131,12 @@ class BlockManager:
             self.hash_to_block[block.hash] = block.block_id
 
     def free(self, seq: Sequence) -> None:
-        """Drop a sequence's claim on its blocks; unshared ones return to the free list, hash kept."""
+        """Drop a sequence's claim on its blocks; unshared ones return to the free list, hash kept.
+
+        The sequence keeps its (now stale) block table, so a finished one can still be inspected.
+        """
         for block_id in reversed(seq.block_table):  # tail first: evicted before the shared head
             block = self.blocks[block_id]
             block.ref_count -= 1
             if block.ref_count == 0:
                 self.free_ids[block_id] = None
-        seq.block_table = []
-        seq.num_computed_tokens = seq.num_cached_tokens = 0

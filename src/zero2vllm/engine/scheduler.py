@@ -92,6 +92,7 @@ class Scheduler:
 
     def _preempt(self, seq: Sequence) -> Sequence:
         self.block_manager.free(seq)
+        seq.block_table, seq.num_computed_tokens, seq.num_cached_tokens = [], 0, 0  # all its KV is gone
         seq.status = Status.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1

@@ -1,0 +1,112 @@
+"""`z2v engine trace` (watch the scheduler and the block tables) and `z2v serve engine` (the server).
+
+Module level stays light (click only): torch and the engine load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from zero2vllm.cli import Z2VError
+
+
+@click.group("engine")
+def engine_group() -> None:
+    """zero2vllm's own mini vLLM: paged KV cache, continuous batching, prefix caching."""
+
+
+@engine_group.command("trace")
+@click.argument("prompts", nargs=-1, required=True)
+@click.option("--model", default="smollm2", show_default=True, help="smollm2 | a Hugging Face Llama folder")
+@click.option("--max-tokens", type=click.IntRange(1, 512), default=6, show_default=True)
+@click.option("--block-size", type=click.IntRange(1, 256), default=16, show_default=True)
+@click.option("--num-kv-blocks", type=click.IntRange(1), default=32, show_default=True,
+              help="Size of the KV pool (small, so you can watch it fill; tiny forces preemption).")
+@click.option("--max-num-batched-tokens", type=click.IntRange(1), default=64, show_default=True,
+              help="Token budget per step (small values show chunked prompts).")
+@click.option("--max-num-seqs", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--no-prefix-caching", is_flag=True)
+@click.option("--repeat", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="Submit the prompts this many times, one round after another (round 2 hits the prefix cache).")
+@click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (what the dashboard draws).")
+def trace_cmd(prompts, model, max_tokens, block_size, num_kv_blocks, max_num_batched_tokens, max_num_seqs,
+              no_prefix_caching, repeat, as_json):
+    """Run PROMPTS through the engine and print, step by step, what the scheduler decided.
+
+    Each step shows which sequence computed how many tokens (prefill, chunk, decode,
+    recompute), its block table, the token it sampled, preemptions, the waiting queue, and a
+    map of the block pool. Greedy decoding, fp32 on the CPU.
+    """
+    import torch
+
+    from zero2vllm.engine import EngineConfig, LLMEngine, SamplingParams
+    from zero2vllm.engine.trace import POOL_LEGEND, trace
+    from zero2vllm.models import ModelError, ensure_model_dir
+
+    try:
+        folder = ensure_model_dir(model)
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        engine = LLMEngine(EngineConfig(model=str(folder), block_size=block_size, num_kv_blocks=num_kv_blocks,
+                                        max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                                        enable_prefix_caching=not no_prefix_caching))
+        params = SamplingParams(max_tokens=max_tokens)
+        rounds = [trace(engine, list(prompts), params) for _ in range(repeat)]
+    except (ModelError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        raise Z2VError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(rounds if repeat > 1 else rounds[0], indent=1))
+        return
+    first = rounds[0]
+    click.echo(f"KV pool: {first['num_blocks']} blocks x {first['block_size']} tokens; token budget "
+               f"{first['budget_tokens']} per step; prefix caching {'off' if no_prefix_caching else 'on'}")
+    click.echo(f"pool map: {POOL_LEGEND}")
+    for r, result in enumerate(rounds, 1):
+        if repeat > 1:
+            click.echo(f"\n=== round {r} ===")
+        for step in result["steps"]:
+            _print_step(step)
+        click.echo("")
+        for req in result["requests"]:
+            extra = f", preempted {req['preemptions']}x" if req["preemptions"] else ""
+            click.echo(f"seq {req['seq']} ({req['prompt_tokens']} prompt tokens, {req['finish_reason']}{extra}): "
+                       f"{req['completion']!r}")
+
+
+def _print_step(step: dict) -> None:
+    hits = f", prefix-cache hit {step['prefix_hit_tokens']} tokens" if step["prefix_hit_tokens"] else ""
+    click.echo(f"\nstep {step['step']}: {step['tokens']} tokens; free blocks {step['blocks_free_before']} -> "
+               f"{step['blocks_free']}{hits}")
+    for w in step["work"]:
+        a, b = w["positions"]
+        pos = f"pos {a}" if b - a == 1 else f"pos {a}-{b - 1}"
+        cached = f" ({w['cached_tokens']} from cache)" if w["cached_tokens"] else ""
+        sampled = f" -> {w['sampled']!r}" if w["sampled"] is not None else ""
+        done = f"  [{w['finished']}]" if w["finished"] else ""
+        click.echo(f"  seq {w['seq']:<2} {w['kind']:<16} {pos + cached:<26} blocks {w['block_table']}{sampled}{done}")
+    if step["preempted"]:
+        click.echo(f"  preempted: {', '.join(f'seq {s}' for s in step['preempted'])} (blocks freed; recomputed later)")
+    if step["waiting"]:
+        click.echo(f"  waiting: {', '.join(f'seq {s}' for s in step['waiting'])}")
+    click.echo(f"  pool {step['pool']}")
+
+
+@click.command("engine", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []})
+@click.pass_context
+def serve_engine(ctx: click.Context) -> None:
+    """zero2vllm's engine behind an OpenAI-compatible API (--help for its options)."""
+    from zero2vllm.engine.server import main as server_main
+
+    sys.exit(server_main(list(ctx.args)))
+
+
+def register(group: click.Group) -> None:
+    group.add_command(engine_group)
+    try:
+        from zero2vllm.commands.serve import serve
+    except ImportError:  # no serve group yet: run the server with python -m zero2vllm.engine.server
+        return
+    serve.add_command(serve_engine)
