@@ -20,7 +20,7 @@ for part in "$@"; do
     engine) timeout 240 python3 benchmarks/engine_gpu.py --device cuda 2>&1 | tee "$OUT/engine.log" | tail -40 ;;
     engine-http) timeout 240 python3 benchmarks/engine_gpu.py --device cuda --http --no-check 2>&1 | tee "$OUT/engine_http.log" | tail -40 ;;
     naive) timeout 400 python3 benchmarks/naive_api_gpu.py --device cuda --out "$OUT/naive.json" 2>&1 | tee "$OUT/naive.log" | tail -40 ;;
-    hfbase) timeout 200 python3 ../shared/bench/hf_naive_baseline.py 2>&1 | tee "$OUT/hf_baseline.log" | tail -12 ;;
+    hfbase) timeout 200 python3 benchmarks/hf_naive_baseline.py 2>&1 | tee "$OUT/hf_baseline.log" | tail -12 ;;
     esac
 done
 echo "=== end $(date +%T)"
