@@ -35,10 +35,10 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for the last run")
     args = ap.parse_args()
 
-    import torch
-
-    from zero2vllm.engine import EngineConfig, LLMEngine, SamplingParams
+    from zero2vllm.engine import EngineConfig, LLMEngine, SamplingParams  # first: it sets OMP_WAIT_POLICY
     from zero2vllm.models import ensure_model_dir
+
+    import torch
 
     torch.set_num_threads(args.threads)
     folder = ensure_model_dir(args.model)
