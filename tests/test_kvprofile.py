@@ -44,7 +44,7 @@ def test_profile_any_local_hf_folder(home, tmp_path):
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(folder)
     out_dir = tmp_path / "out"
     r = run_cli("profile", "kv", "--model", str(folder), "--lengths", "4,16,40",
-                "--decode-steps", "2", "--out-dir", str(out_dir))
+                "--decode-steps", "2", "--threads", "1", "--out-dir", str(out_dir))
     assert r.exit_code == 0, r.output
     per_token = 2 * 3 * 2 * 24 * 2
     rows = list(csv.DictReader(open(next(out_dir.glob("*.csv")))))
@@ -70,7 +70,8 @@ def test_bad_model_and_lengths(home, tmp_path):
 @pytest.mark.slow
 def test_smollm2_kv_equals_formula_at_every_length(home, smollm2_dir):
     """The issue's must-show: 46,080 B per token in fp32, measured from the cache tensors."""
-    r = run_cli("profile", "kv", "--model", "smollm2", "--lengths", "8,32,64", "--decode-steps", "1")
+    r = run_cli("profile", "kv", "--model", "smollm2", "--lengths", "8,32,64", "--decode-steps", "1",
+                "--threads", "1")
     assert r.exit_code == 0, r.output
     assert "46,080 B per token" in r.output and "measured == formula at every length" in r.output
     from zero2vllm.store import Store

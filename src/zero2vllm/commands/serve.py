@@ -25,7 +25,7 @@ from zero2vllm.cli import Z2VError
 
 @click.group()
 def serve() -> None:
-    """Serve a model over HTTP (naive: the week-2 Flask baseline)."""
+    """Serve over HTTP: naive (the week-2 Flask baseline) and the commands others attach."""
 
 
 @serve.command("naive")
