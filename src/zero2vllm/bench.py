@@ -516,7 +516,10 @@ async def run_benchmark_async(
     levels = concurrency if isinstance(concurrency, list) else [concurrency]
     base, endpoint = endpoint_url(url, api)
     # One connection per in-flight request (+1 for the memory sampler), like aiohttp's pool.
-    max_conn = max([c for c in levels if c] or [max(num_requests or 0, 256)]) + 1
+    if any(c is None for c in levels):  # unlimited: a connection per request, within fd limits
+        max_conn = min(max(num_requests or 0, 256), 1000) + 1
+    else:
+        max_conn = max(levels) + 1
     extra = dict(extra_body or {})
     say = progress or (lambda _m: None)
     async with AsyncHTTPClient(base, max_connections=max_conn, timeout=timeout_s) as client:
