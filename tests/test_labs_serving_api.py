@@ -82,3 +82,9 @@ def test_lab_run_benchmarks_the_app(z2v, home, smollm2_dir):
     assert run["metrics"]["peak_rss_bytes"] > 300 * 2**20
     data = json.loads(open(run["artifacts"][0]).read())
     assert all(r["total_output_tokens"] == 16 for r in data["runs"])
+
+
+def test_lab_init_writes_the_scaffold(z2v, tmp_path):
+    r = z2v("lab", "init", "serving-api", str(tmp_path / "api"))
+    assert (tmp_path / "api" / "app.py").exists() and (tmp_path / "api" / "README.md").exists()
+    assert "z2v check serving-api" in r.output
