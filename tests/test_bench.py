@@ -176,3 +176,12 @@ def test_naive_api_gpu_script_on_cpu(tmp_path):
     assert [a["concurrency"] for a in data["api"]] == [1, 2]
     assert all(a["completed"] == 4 and a["failed"] == 0 for a in data["api"])
     assert data["api"][0]["memory"]["rss_bytes"]["max"] > 50 * 2**20
+
+
+def test_memory_from_a_process_id(fake_server):
+    url = fake_server("--delay", "0.01")
+    r = B.run_benchmark(url, api="generate", concurrency=[2], num_requests=40, input_len=4,
+                        output_len=2, pid=os.getpid(), sample_interval=0.05)
+    mem = r["runs"][0]["memory"]
+    assert mem["source"] == f"pid {os.getpid()}" and mem["n"] >= 3
+    assert mem["rss_bytes"]["max"] > 20 * 2**20
