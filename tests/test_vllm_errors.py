@@ -247,6 +247,17 @@ def test_compare_side_by_side_and_recorded(z2v, home, tmp_path):
     assert runs[0]["metrics"]["speedup_at_max"] > 0 and "naive" in runs[0]["metrics"]["table_text"]
 
 
+def test_compare_requests_per_level(z2v, home, tmp_path):
+    with FakeServer() as vllm:
+        z2v("compare", "--no-naive", "--vllm", vllm.url, "--concurrency", "1,3", "--requests", "2,5",
+            "--output-len", "3", "--out", str(tmp_path / "cmp"))
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert [r["completed"] for r in data["targets"][0]["runs"]] == [2, 5]
+    bad = z2v("compare", "--no-naive", "--vllm", vllm.url, "--concurrency", "1,3", "--requests", "2,5,7",
+              expect=2)
+    assert "one per concurrency level" in bad.output
+
+
 def test_compare_refuses_a_dead_target_before_benchmarking(z2v, home):
     result = z2v("compare", "--no-naive", "--no-vllm", "--target", f"dead=http://127.0.0.1:{free_port()}",
                  expect=2)

@@ -57,7 +57,9 @@ class Target:
 @dataclass
 class CompareConfig:
     concurrency: list[int | None] = field(default_factory=lambda: [1, 4, 16])
-    num_requests: int | None = None  # per level; default max(8, 4 x level) as in z2v bench
+    # Requests per level: one number for all, a list with one per level, or None for
+    # max(8, 4 x level) as in z2v bench.
+    num_requests: int | list[int] | None = None
     input_len: int = 128
     output_len: int = 64
     seed: int = 0
@@ -285,6 +287,11 @@ def run_compare(targets: list[Target], cfg: CompareConfig, *, out_dir: Path,
     return result
 
 
+def requests_for(cfg: CompareConfig, index: int) -> int | None:
+    n = cfg.num_requests
+    return n[index] if isinstance(n, list) else n
+
+
 def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str], None]) -> None:
     from zero2vllm import bench
 
@@ -311,7 +318,7 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
             cpu = CpuShare(t.pid)
             try:
                 result = bench.run_benchmark(
-                    t.url, api=t.api, concurrency=[level], num_requests=cfg.num_requests,
+                    t.url, api=t.api, concurrency=[level], num_requests=requests_for(cfg, i),
                     input_len=cfg.input_len, output_len=cfg.output_len, seed=cfg.seed,
                     pid=t.pid, metrics_url="auto" if t.pid is None else None,
                     timeout_s=cfg.timeout_s, warmup=(i == 0),

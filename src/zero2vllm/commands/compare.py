@@ -17,8 +17,9 @@ from zero2vllm.cli import Z2VError, pass_app
 @click.command("compare")
 @click.option("--concurrency", default="1,4,16", show_default=True,
               help="Concurrency levels, measured one after another for every target.")
-@click.option("--requests", "num_requests", type=click.IntRange(1), default=None,
-              help="Requests per level (default: max(8, 4 x concurrency), as z2v bench).")
+@click.option("--requests", "num_requests", default=None, metavar="N|N,N,...",
+              help="Requests per level, or one number per level (default: max(8, 4 x concurrency), "
+                   "as z2v bench).")
 @click.option("--input-len", type=click.IntRange(1), default=128, show_default=True,
               help="Prompt length in words (~tokens); the same prompts go to every target.")
 @click.option("--output-len", type=click.IntRange(1), default=64, show_default=True,
@@ -57,6 +58,7 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     from zero2vllm.paths import data_dir
 
     levels = parse_concurrency(concurrency)
+    num_requests = _parse_requests(num_requests, levels)
     chosen: list[C.Target] = []
     if not no_naive:
         chosen.append(C.Target(C.NAIVE, _url(naive_url, "--naive"), "generate",
@@ -124,6 +126,19 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     if failed:
         raise Z2VError(f"{', '.join(t['name'] for t in failed)} could not be measured (see above); "
                        "the others' numbers are recorded")
+
+
+def _parse_requests(text: str | None, levels: list) -> int | list[int] | None:
+    if text is None:
+        return None
+    try:
+        counts = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        counts = []
+    if not counts or any(n < 1 for n in counts) or len(counts) not in (1, len(levels)):
+        raise Z2VError(f"--requests {text!r}: give one positive number, or one per concurrency level "
+                       f"({len(levels)}), e.g. 8,16,64")
+    return counts[0] if len(counts) == 1 else counts
 
 
 def _url(url: str | None, option: str) -> str | None:
