@@ -111,7 +111,11 @@ def main() -> None:
     say(f"device: {card}; torch {torch.__version__}")
     results = {"device": card, "shape": "tiny" if args.tiny else "llama-3.2-1b"}
     if not args.no_check:
-        results["check_ok"] = check_against_hf(shape, dev, args)
+        try:
+            results["check_ok"] = check_against_hf(shape, dev, args)
+        except Exception as exc:  # report it, but still measure
+            say(f"check vs HF could not run: {exc!r}")
+            results["check_ok"] = None
 
     dtype = args.dtype or ("bfloat16" if dev.startswith("cuda") else "float32")
     max_len = args.input_len + args.output_len + 16
@@ -169,7 +173,10 @@ def main() -> None:
         results["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
     if args.http:
-        results["http"] = measure_http(engine, args)
+        try:
+            results["http"] = measure_http(engine, args)
+        except Exception as exc:
+            say(f"HTTP measurement failed: {exc!r}")
     print(json.dumps(results))
 
 

@@ -74,6 +74,7 @@ class EngineConfig:
     max_model_len: int | None = None     # None: the model's max_position_embeddings (capped 4096)
     enable_prefix_caching: bool = True
     enforce_eager: bool = False          # on CUDA: False captures CUDA graphs for decode steps
+    prepack_weights: bool = True         # on CPU: oneDNN-packed weights (faster small-batch matmuls)
     num_threads: int | None = None       # torch CPU threads (None: all cores)
     seed: int = 0
     model_config: ModelConfig | None = field(default=None, repr=False)

@@ -58,13 +58,48 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+class Linear(nn.Linear):
+    """nn.Linear without bias, plus an optional oneDNN-prepacked copy of the weight for the CPU.
+
+    MKL's sgemm is slow for the few rows of a decode step; oneDNN with the weight reordered once
+    into its blocked layout (what vLLM's CPU backend does) ran 1.2-1.7x faster here.
+    """
+
+    packed: torch.Tensor | None = None
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, bias=False)
+
+    def forward(self, x):
+        if self.packed is None:
+            return F.linear(x, self.weight)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+
+
+def prepack_for_cpu(model: nn.Module) -> bool:
+    """Give every Linear a oneDNN-packed weight, if this PyTorch has the ops and they agree with F.linear."""
+    layers = [m for m in model.modules() if isinstance(m, Linear)]
+    try:
+        for m in layers:
+            m.packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 16)
+        x = torch.randn(3, layers[0].in_features, dtype=layers[0].weight.dtype)
+        want = F.linear(x, layers[0].weight)
+        if not torch.allclose(layers[0](x), want, rtol=1e-4, atol=1e-4 * want.abs().max().item()):
+            raise RuntimeError("results differ")
+        return True
+    except (AttributeError, RuntimeError, NotImplementedError):
+        for m in layers:
+            m.packed = None
+        return False
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=False)
-        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=False)
+        self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size)
+        self.o_proj = Linear(q_size, cfg.hidden_size)
         self.split = (q_size, kv_size, kv_size)
         self.k_cache = self.v_cache = torch.empty(0)  # [num_blocks, block_size, kv_heads, head_dim], set by the runner
 
@@ -79,8 +114,8 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x):
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
@@ -121,7 +156,7 @@ class LlamaModel(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.cos = self.sin = torch.empty(0)
 
     def materialize(self, device, dtype, max_len: int) -> "LlamaModel":

@@ -13,11 +13,13 @@ sequence's own length.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from .attention import AttnGroup, StepContext, build_group
 from .config import EngineConfig
-from .model import LlamaModel, load_weights
+from .model import LlamaModel, load_weights, prepack_for_cpu
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
@@ -38,6 +40,7 @@ class ModelRunner:
             load_weights(self.model, cfg.model)
         else:
             self.model.init_random(cfg.seed)
+        self.prepacked = self.device.type == "cpu" and cfg.prepack_weights and prepack_for_cpu(self.model)
         self.block_size = cfg.block_size
         self.num_blocks = cfg.num_kv_blocks or self._blocks_for(cfg.kv_cache_gb)
         self.pad_block = self.num_blocks  # the spare block
@@ -54,7 +57,11 @@ class ModelRunner:
 
             self.decode_kernel = load_decode_kernel(self.kv_cache[0, 0], mc.num_heads)
             if not cfg.enforce_eager:
-                self.capture_cuda_graphs()
+                try:
+                    self.capture_cuda_graphs()
+                except Exception as exc:  # slower without graphs, but still correct
+                    print(f"engine: CUDA graph capture failed ({exc!r}); running eagerly", file=sys.stderr)
+                    self.graphs = {}
 
     def _blocks_for(self, gigabytes: float) -> int:
         mc = self.config.model_config
