@@ -41,7 +41,8 @@ def machine(device: str) -> str:
 
 
 OVERRIDABLE = ("batch_size", "lr", "min_lr", "warmup_steps", "decay_steps", "dropout", "eval_every",
-               "eval_from", "n_layer", "n_head", "n_embd", "block_size", "weight_decay", "beta2")
+               "eval_from", "n_layer", "n_head", "n_embd", "block_size", "weight_decay", "beta2",
+               "muon_lr", "optimizer")
 
 
 def run_one(name: str, args, target: float, data) -> dict:
@@ -57,8 +58,9 @@ def run_one(name: str, args, target: float, data) -> dict:
         cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size, cfg.batch_size = 2, 2, 32, 32, 8
         cfg.max_steps, cfg.eval_from, cfg.eval_every, cfg.warmup_steps = 30, 10, 10, 5
         cfg.decay_steps = 30
+    opt = f"muon {cfg.muon_lr:g} + adamw {cfg.lr:g}" if cfg.optimizer == "muon" else f"adamw {cfg.lr:g}"
     print(f"\n== {name}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block "
-          f"{cfg.block_size}, batch {cfg.batch_size}, lr {cfg.lr:g}, dropout {cfg.dropout}, "
+          f"{cfg.block_size}, batch {cfg.batch_size}, {opt}, dropout {cfg.dropout}, "
           f"bf16 {cfg.bf16}, compile {cfg.compile}, up to {cfg.max_steps} steps", flush=True)
     t0 = time.perf_counter()
     result = train.train(cfg, data=data, on_eval=lambda s, v: print(
@@ -94,15 +96,17 @@ def main() -> int:
     parser.add_argument("--goal", type=float, help="seconds the main recipe should take (cpu 90, cuda 15)")
     parser.add_argument("--preset", help=f"recipe (default: per device); one of {', '.join(train.PRESETS)}")
     parser.add_argument("--baseline", action="store_true", help="also run nanoGPT's recipe")
+    parser.add_argument("--also", default="", help="more recipes to run after it, comma-separated "
+                        "(e.g. gpu-adamw)")
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--time-budget", type=float, help="stop training after this many seconds")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, one per core)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 30 steps: test the script")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     for key in OVERRIDABLE:
-        kind = int if key in ("batch_size", "warmup_steps", "decay_steps", "eval_every", "eval_from",
+        kind = str if key == "optimizer" else int if key in ("batch_size", "warmup_steps", "decay_steps", "eval_every", "eval_from",
                               "n_layer", "n_head", "n_embd", "block_size") else float
         parser.add_argument("--" + key.replace("_", "-"), type=kind,
                             help="override the main recipe's " + key)
@@ -113,8 +117,6 @@ def main() -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    elif args.device == "cpu":
-        torch.set_num_threads(os.cpu_count() or 1)
     preset, baseline, target, goal = DEFAULTS[args.device]
     preset = args.preset or preset
     args.main_preset = preset
@@ -127,6 +129,8 @@ def main() -> int:
     print(f"tiny Shakespeare: {len(data.train):,} train / {len(data.val):,} val tokens, "
           f"vocab {data.vocab_size}; machine: {machine(args.device)}")
     rows = [run_one(preset, args, target, data)]
+    for extra in [n.strip() for n in args.also.split(",") if n.strip()]:
+        rows.append(run_one(extra, args, target, data))
     if args.baseline:
         rows.append(run_one(baseline, args, target, data))
 

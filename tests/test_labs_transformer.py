@@ -167,20 +167,20 @@ def test_unknown_lab_is_a_one_line_error(z2v):
 
 
 def test_lab_run_trains_plots_saves_and_samples(z2v, home):
-    result = z2v("lab", "run", "transformer", "--steps", "20")
+    result = z2v("lab", "run", "transformer", "--steps", "10")
     out = result.output
     assert "val loss" in out and "sample" in out
     from zero2vllm.paths import db_path
     from zero2vllm.store import Store
 
     runs = Store.open(db_path()).lab_runs("transformer", kind="run")
-    assert len(runs) == 1 and runs[0]["metrics"]["steps"] == 20
+    assert len(runs) == 1 and runs[0]["metrics"]["steps"] == 10
     png, ckpt = (Path(a) for a in runs[0]["artifacts"])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.parent == home / "labs" / "transformer"
     import torch
 
     saved = torch.load(ckpt, weights_only=False)
-    assert saved["steps"] == 20 and len(saved["chars"]) == 65
+    assert saved["steps"] == 10 and len(saved["chars"]) == 65
     assert abs(saved["val_loss"] - runs[0]["metrics"]["val_loss"]) < 1e-3
 
 

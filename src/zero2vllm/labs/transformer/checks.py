@@ -472,4 +472,4 @@ def generate(ctx):
     return f"(2, {3 + n_new}) valid ids, contexts of at most {max(lengths or [0])} tokens"
 
 
-CHECK_BAR = 2.0
+CHECK_BAR = 2.1  # the reference reaches about 2.0 with the "check" recipe
