@@ -192,7 +192,7 @@ def measure_http(engine: LLMEngine, args) -> dict:
     threading.Thread(target=lambda: asyncio.run(server.serve("127.0.0.1", args.port, ready)), daemon=True).start()
     if not ready.wait(60):
         raise SystemExit("the HTTP server did not start")
-    res = run_benchmark(f"http://127.0.0.1:{args.port}", api="openai", concurrency=[args.requests],
+    res = run_benchmark(f"http://127.0.0.1:{server.port}", api="openai", concurrency=[args.requests],
                         num_requests=args.requests, input_len=args.input_len, output_len=args.output_len,
                         prompt_format="ids", metrics_url=None)
     run = res["runs"][0]

@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/engine_offline.py [--model smollm2|FOLDER] [--seqs 1,4,16]
         [--input-len 128] [--output-len 64] [--threads 2] [--profile]
 
-For each concurrency N it runs N requests of `input-len` random-word prompts and `output-len`
+For each concurrency N it runs N requests of `input-len` random token ids and `output-len`
 generated tokens (ignore_eos, like `vllm bench`), and prints output tokens/s, the time per step,
 and the KV cache utilisation against a contiguous per-request allocation.
 """
@@ -17,11 +17,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-WORDS = ("the of and to in is was for that with as on by at from his her they this which be had not are but "
-         "were have one all an their there been has when who will more no if out so said what up its about "
-         "into than them can only other new some could time these two may then do first any my now such").split()
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,17 +39,19 @@ def main() -> None:
     folder = ensure_model_dir(args.model)
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=str(folder), num_threads=args.threads, block_size=args.block_size,
-                                    max_num_batched_tokens=args.max_num_batched_tokens))
+                                    max_num_batched_tokens=args.max_num_batched_tokens), load_tokenizer=False)
     print(f"loaded {folder.name} in {time.perf_counter() - t0:.1f} s; {engine.runner.num_blocks} KV blocks "
           f"of {args.block_size}; torch threads {torch.get_num_threads()}")
     rng = random.Random(0)
+    vocab = engine.config.model_config.vocab_size
+    low, high = min(100, vocab // 2), min(10_000, vocab)  # ordinary token ids, like z2v bench's
     params = SamplingParams(max_tokens=args.output_len, ignore_eos=True)
-    engine.generate([" ".join(rng.choice(WORDS) for _ in range(16))], SamplingParams(max_tokens=4))  # warm-up
+    engine.generate([[rng.randrange(low, high) for _ in range(16)]], SamplingParams(max_tokens=4))  # warm-up
 
     print(f"{'seqs':>5} {'out tok/s':>10} {'total tok/s':>12} {'wall s':>7} {'steps':>6} {'ms/step':>8} "
           f"{'KV util':>8} {'contig@max_len':>15} {'contig@prompt+max':>18}")
     for n in [int(x) for x in args.seqs.split(",")]:
-        prompts = [[rng.randrange(100, 10_000) for _ in range(args.input_len)] for _ in range(n)]
+        prompts = [[rng.randrange(low, high) for _ in range(args.input_len)] for _ in range(n)]
         engine.stats = type(engine.stats)()
         prof = None
         if args.profile:

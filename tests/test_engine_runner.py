@@ -7,6 +7,7 @@ and the Triton decode kernel when Triton is installed (interpreted on the CPU).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,36 @@ def test_requests_that_cannot_fit_are_refused(tiny_dir):
         engine.add_request([5, 999], SamplingParams())
     with pytest.raises(ValueError, match="tokenizer"):
         engine.add_request("text needs a tokenizer", SamplingParams())
+
+
+def test_kv_utilisation_is_counted_against_a_contiguous_allocation(tiny_dir):
+    engine = engine_for(tiny_dir, max_num_seqs=8)
+    gen = torch.Generator().manual_seed(2)
+    prompts_ = [torch.randint(3, 300, (40,), generator=gen).tolist() for _ in range(8)]
+    engine.generate(prompts_, SamplingParams(max_tokens=24, ignore_eos=True))
+    kv = engine.stats.kv_summary()
+    # 8-token blocks and 40-64 tokens per sequence: at most 7 empty slots in each last block
+    assert 1 - 7 / 40 < kv["paged"] <= 1.0
+    assert kv["contiguous_max_len"] < kv["contiguous_prompt_plus_max_tokens"] < kv["paged"]
+    assert engine.stats.tokens_generated == 8 * 24 and engine.stats.requests_finished == 8
+
+
+@pytest.mark.slow
+def test_benchmark_scripts_run_on_the_cpu(tiny_dir):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    offline = subprocess.run([sys.executable, str(root / "benchmarks" / "engine_offline.py"), "--model", str(tiny_dir),
+                              "--seqs", "1,4", "--input-len", "20", "--output-len", "8"],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert offline.returncode == 0, offline.stderr[-2000:]
+    rows = [line.split() for line in offline.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "4"] and all(float(r[1]) > 0 for r in rows)
+    gpu = subprocess.run([sys.executable, str(root / "benchmarks" / "engine_gpu.py"), "--tiny", "--device", "cpu",
+                          "--http", "--port", "0"], capture_output=True, text=True, env=env, timeout=300)
+    assert gpu.returncode == 0, gpu.stderr[-2000:]
+    result = json.loads(gpu.stdout.strip().splitlines()[-1])
+    assert result["check_ok"] is True and result["output_tok_s"] > 0 and result["single_tpot_ms"] > 0
+    assert result["http"]["completed"] == result["requests"]
 
 
 KERNEL_CHECK = """

@@ -165,6 +165,7 @@ class Server:
         self.thread: EngineThread | None = None
         self.http_requests: dict[tuple[str, int], int] = {}
         self.prompt_tokens = 0
+        self.port = 0
 
     # -- HTTP plumbing -------------------------------------------------------------------------
 
@@ -322,7 +323,8 @@ class Server:
         self.thread = EngineThread(self.engine, asyncio.get_running_loop())
         self.thread.start()
         server = await asyncio.start_server(self.handle_connection, host, port, reuse_address=True, backlog=1024)
-        print(f"zero2vllm engine serving {self.model_name} on http://{host}:{port} (/v1/completions, /metrics)",
+        self.port = server.sockets[0].getsockname()[1]  # the real one when port=0
+        print(f"zero2vllm engine serving {self.model_name} on http://{host}:{self.port} (/v1/completions, /metrics)",
               flush=True)
         if ready is not None:
             ready.set()
