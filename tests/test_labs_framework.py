@@ -62,7 +62,7 @@ def test_hang_inside_a_criterion_keeps_earlier_results(home, tmp_path):
     source = REFERENCE.replace(
         "    def generate(self,", "    def generate(self, *a, **k):\n        while True:\n"
         "            pass\n\n    def _unused(self,")
-    result = run_check(LAB, learner(tmp_path, source), timeout_s=25,
+    result = run_check(LAB, learner(tmp_path, source), timeout_s=15,
                        only=["output shapes", "generate"])
     assert crit(result, "output shapes")["passed"]
     gen = crit(result, "generate")
