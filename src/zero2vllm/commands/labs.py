@@ -120,8 +120,7 @@ def lab_init(lab_id: str, directory: Path | None) -> None:
         click.echo(f"  kept  {f} (already there, not overwritten)")
     readme = dest / "README.md"
     click.echo(f"\n{lab.title}: read {readme}, fill in the TODOs, then run")
-    shown = dest if directory else Path(lab.id)
-    click.echo(f"  z2v check {lab.id} {shown}")
+    click.echo(f"  z2v check {lab.id}" + (f" {dest}" if directory else ""))
 
 
 @lab_group.command("run")
