@@ -36,8 +36,9 @@ DEFAULTS = {  # device: (preset, baseline preset, target, goal seconds)
 def machine(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    load = ", load average {:.1f}".format(os.getloadavg()[0]) if hasattr(os, "getloadavg") else ""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"{torch.get_num_threads()} threads (torch {torch.__version__})"
+           f"{torch.get_num_threads()} threads{load} (torch {torch.__version__})"
 
 
 OVERRIDABLE = ("batch_size", "lr", "min_lr", "warmup_steps", "decay_steps", "dropout", "eval_every",
@@ -134,7 +135,8 @@ def main() -> int:
     if args.baseline:
         rows.append(run_one(baseline, args, target, data))
 
-    print(f"\ntarget: val loss <= {target} on the full val split; goal for {preset}: <= {goal:g} s")
+    print(f"\ntarget: val loss <= {target} on the full val split; goal for {preset}: <= {goal:g} s; "
+          f"machine: {machine(args.device)}")
     head = ("recipe", "params", "steps", "s to target", "train s", "eval s", "compile s",
             "ms/step", "tokens/s", "best val", "verdict")
     table = []
