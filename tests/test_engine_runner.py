@@ -141,7 +141,7 @@ KERNEL_CHECK = """
 import torch
 from zero2vllm.engine.triton_attention import load_decode_kernel
 for kv_heads, heads, dtype in ((3, 9, torch.float32), (8, 32, torch.float32), (2, 2, torch.bfloat16)):
-    cache = torch.zeros(20, 16, kv_heads, 64, dtype=dtype)
+    cache = torch.zeros(20, 16, 2, kv_heads, 64, dtype=dtype)
     assert load_decode_kernel(cache, heads) is not None, (kv_heads, heads, dtype)
 print("kernel ok")
 """

@@ -1,8 +1,9 @@
 """PagedAttention: write each new token's K/V into its cache slot, then attend through block tables.
 
-The cache of one layer is `k_cache`/`v_cache` of shape [num_blocks, block_size, kv_heads,
-head_dim]. Token `p` of a sequence lives in block `block_table[p // block_size]` at offset
-`p % block_size`; `slot_mapping` gives each new token's flat slot (block * block_size + offset).
+The cache of one layer is `kv_cache` of shape [num_blocks, block_size, 2, kv_heads, head_dim]
+(a token's K and V side by side, so one copy fetches both). Token `p` of a sequence lives in
+block `block_table[p // block_size]` at offset `p % block_size`; `slot_mapping` gives each new
+token's flat slot (block * block_size + offset).
 
 A step's flat token list is ordered "decode tokens first, then prompt tokens", and attention
 runs once per group:
@@ -46,30 +47,25 @@ class StepContext:
     decode_kernel: object = None          # Triton decode (GPU) or None for the PyTorch path
 
 
-def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
-    """Scatter the new tokens' K/V ([T, kv_heads, head_dim]) into their slots."""
-    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slot_mapping, v)
+def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Scatter the new tokens' K and V ([T, kv_heads, head_dim] each) into their slots."""
+    kv_cache.view(-1, 2, *k.shape[1:]).index_copy_(0, slot_mapping, torch.stack((k, v), dim=1))
 
 
-def gather_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                     group: AttnGroup) -> torch.Tensor:
+def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) -> torch.Tensor:
     """Attention for one group: gather its blocks into a padded batch, then SDPA with the mask.
 
     q: [tokens of the group, heads, head_dim] -> [tokens, heads * head_dim].
     """
     num_seqs, max_blocks = group.block_tables.shape
-    num_blocks, block_size, kv_heads, head_dim = k_cache.shape
+    num_blocks, block_size, _, kv_heads, head_dim = kv_cache.shape
     if group.q_index is not None:
         q = q[group.q_index]
     q = q.view(num_seqs, group.max_q, -1, head_dim).transpose(1, 2)
-    # 2-D index_select copies whole blocks (fast); a 4-D one goes element by element (slow).
-    flat_ids = group.block_tables.reshape(-1)
-    k = k_cache.view(num_blocks, -1).index_select(0, flat_ids)
-    v = v_cache.view(num_blocks, -1).index_select(0, flat_ids)
-    k = k.view(num_seqs, max_blocks * block_size, kv_heads, head_dim).transpose(1, 2)
-    v = v.view(num_seqs, max_blocks * block_size, kv_heads, head_dim).transpose(1, 2)
+    # One 2-D index_select copies whole blocks, K and V together (fast); a 5-D one goes element by element.
+    kv = kv_cache.view(num_blocks, -1).index_select(0, group.block_tables.reshape(-1))
+    kv = kv.view(num_seqs, max_blocks * block_size, 2, kv_heads, head_dim)
+    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # [seqs, kv_heads, slots, head_dim]
     mask = group.mask
     if mask is None:  # inside a CUDA graph: decode rows attend to their first context_len slots
         slots = torch.arange(max_blocks * block_size, device=q.device)
@@ -79,18 +75,17 @@ def gather_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     return out if group.out_index is None else out[group.out_index]
 
 
-def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                    ctx: StepContext) -> torch.Tensor:
+def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, ctx: StepContext) -> torch.Tensor:
     """q: [T, heads, head_dim] for the step's flat tokens -> attention output [T, heads * head_dim]."""
     n = ctx.num_decode_tokens
     outs = []
     if ctx.decode is not None:
         if ctx.decode_kernel is not None:
-            outs.append(ctx.decode_kernel(q[:n], k_cache, v_cache, ctx.decode).flatten(1))
+            outs.append(ctx.decode_kernel(q[:n], kv_cache, ctx.decode).flatten(1))
         else:
-            outs.append(gather_attention(q[:n], k_cache, v_cache, ctx.decode))
+            outs.append(gather_attention(q[:n], kv_cache, ctx.decode))
     if ctx.prefill is not None:
-        outs.append(gather_attention(q[n:], k_cache, v_cache, ctx.prefill))
+        outs.append(gather_attention(q[n:], kv_cache, ctx.prefill))
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 

@@ -101,14 +101,14 @@ class Attention(nn.Module):
         self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size)
         self.o_proj = Linear(q_size, cfg.hidden_size)
         self.split = (q_size, kv_size, kv_size)
-        self.k_cache = self.v_cache = torch.empty(0)  # [num_blocks, block_size, kv_heads, head_dim], set by the runner
+        self.kv_cache = torch.empty(0)  # [num_blocks, block_size, 2, kv_heads, head_dim], set by the runner
 
     def forward(self, x, cos, sin, ctx: StepContext):
         q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
         q = apply_rope(q.view(-1, self.num_heads, self.head_dim), cos, sin)
         k = apply_rope(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
-        store_kv(self.k_cache, self.v_cache, k, v.view(-1, self.num_kv_heads, self.head_dim), ctx.slot_mapping)
-        return self.o_proj(paged_attention(q, self.k_cache, self.v_cache, ctx))
+        store_kv(self.kv_cache, k, v.view(-1, self.num_kv_heads, self.head_dim), ctx.slot_mapping)
+        return self.o_proj(paged_attention(q, self.kv_cache, ctx))
 
 
 class MLP(nn.Module):

@@ -1,6 +1,6 @@
 """Turns a scheduled batch into tensors, runs the model, samples one token per finished prompt.
 
-It also owns the KV pool: one tensor [layers, 2, num_blocks + 1, block_size, kv_heads, head_dim]
+It also owns the KV pool: one tensor [layers, num_blocks + 1, block_size, 2, kv_heads, head_dim]
 sliced per layer. The extra last block is a spare that padding points at (padded block-table
 entries, the padded rows of a CUDA graph), so no real block is ever written by mistake.
 
@@ -44,10 +44,10 @@ class ModelRunner:
         self.block_size = cfg.block_size
         self.num_blocks = cfg.num_kv_blocks or self._blocks_for(cfg.kv_cache_gb)
         self.pad_block = self.num_blocks  # the spare block
-        self.kv_cache = torch.zeros(mc.num_layers, 2, self.num_blocks + 1, cfg.block_size,
+        self.kv_cache = torch.zeros(mc.num_layers, self.num_blocks + 1, cfg.block_size, 2,
                                     mc.num_kv_heads, mc.head_dim, dtype=self.dtype, device=self.device)
         for i, layer in enumerate(self.model.layers):
-            layer.self_attn.k_cache, layer.self_attn.v_cache = self.kv_cache[i, 0], self.kv_cache[i, 1]
+            layer.self_attn.kv_cache = self.kv_cache[i]
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.decode_kernel = None
         self.graphs: dict = {}
@@ -55,7 +55,7 @@ class ModelRunner:
         if self.device.type == "cuda":
             from .triton_attention import load_decode_kernel
 
-            self.decode_kernel = load_decode_kernel(self.kv_cache[0, 0], mc.num_heads)
+            self.decode_kernel = load_decode_kernel(self.kv_cache[0], mc.num_heads)
             if not cfg.enforce_eager:
                 try:
                     self.capture_cuda_graphs()

@@ -208,7 +208,13 @@ class Server:
             status = 405 if known else 404
             await self.send_json(writer, status, _error(f"{method} {path} is not an endpoint here"))
         else:
-            status = await handler(body, writer)
+            try:
+                status = await handler(body, writer)
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # a bug must cost one request, not the connection loop
+                status = 500
+                await self.send_json(writer, 500, _error(f"internal error: {exc!r}", "server_error"))
         key = (path if handler else "other", status)
         self.http_requests[key] = self.http_requests.get(key, 0) + 1
 

@@ -61,9 +61,10 @@ if triton is not None:
                  out.to(out_ptr.dtype.element_ty), mask=head_ok[:, None])
 
 
-def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, group) -> torch.Tensor:
-    """q: [B, heads, head_dim]; caches: [blocks, block_size, kv_heads, head_dim] -> [B, heads, head_dim]."""
+def paged_decode(q: torch.Tensor, kv_cache: torch.Tensor, group) -> torch.Tensor:
+    """q: [B, heads, head_dim]; kv_cache: [blocks, block_size, 2, kv_heads, head_dim] -> [B, heads, head_dim]."""
     batch, num_heads, head_dim = q.shape
+    k_cache, v_cache = kv_cache[:, :, 0], kv_cache[:, :, 1]  # views: same strides, V one head-row later
     _, block_size, kv_heads, _ = k_cache.shape
     group_size = num_heads // kv_heads
     out = torch.empty_like(q)
@@ -76,7 +77,7 @@ def paged_decode(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, 
     return out
 
 
-def load_decode_kernel(k_cache: torch.Tensor, num_heads: int):
+def load_decode_kernel(kv_cache: torch.Tensor, num_heads: int):
     """The Triton decode kernel if it compiles and agrees with the PyTorch path here, else None."""
     if triton is None:
         print("engine: triton not installed; decode attention uses the PyTorch gather path", file=sys.stderr)
@@ -84,15 +85,14 @@ def load_decode_kernel(k_cache: torch.Tensor, num_heads: int):
     from .attention import build_group, gather_attention
 
     try:
-        _, block_size, kv_heads, head_dim = k_cache.shape
-        dev, gen = k_cache.device, torch.Generator(device="cpu").manual_seed(0)
-        caches = [torch.randn(12, block_size, kv_heads, head_dim, generator=gen).to(dev, k_cache.dtype)
-                  for _ in range(2)]
+        _, block_size, _, kv_heads, head_dim = kv_cache.shape
+        dev, dtype, gen = kv_cache.device, kv_cache.dtype, torch.Generator(device="cpu").manual_seed(0)
+        cache = torch.randn(12, block_size, 2, kv_heads, head_dim, generator=gen).to(dev, dtype)
         tables, lens = [[3, 7, 1], [5], [0, 2, 4, 6, 8]], [2 * block_size + 3, 1, 5 * block_size]
         group = build_group(tables, [n - 1 for n in lens], [1] * 3, block_size, 11, dev, decode=True)
-        q = torch.randn(3, num_heads, head_dim, generator=gen).to(dev, k_cache.dtype)
-        got = paged_decode(q, *caches, group).flatten(1).float()
-        want = gather_attention(q, *caches, group).float()
+        q = torch.randn(3, num_heads, head_dim, generator=gen).to(dev, dtype)
+        got = paged_decode(q, cache, group).flatten(1).float()
+        want = gather_attention(q, cache, group).float()
         err = (got - want).abs().max().item()
         if not err < 2e-2:
             raise ValueError(f"differs from the PyTorch path by {err:.3g}")
