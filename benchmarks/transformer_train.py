@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--time-budget", type=float, help="stop training after this many seconds")
     parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's, one per core)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: one per core but one)")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 30 steps: test the script")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -116,8 +116,8 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads or train.default_threads())
     preset, baseline, target, goal = DEFAULTS[args.device]
     preset = args.preset or preset
     args.main_preset = preset
