@@ -199,3 +199,12 @@ def test_files_hash_tracks_the_checked_code(tmp_path):
     (d / "model.py").write_text("a = 2\n")
     assert files_hash(d) != first
     assert files_hash(d / "model.py") == hashlib.sha256(b"model.py\0a = 2\n\0").hexdigest()
+
+
+def test_lab_run_on_cuda_without_a_gpu_is_a_one_line_error(z2v):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = z2v("lab", "run", "transformer", "--device", "cuda", "--steps", "5", expect=2)
+    assert "sees no CUDA device" in result.output and "--device cpu" in result.output
