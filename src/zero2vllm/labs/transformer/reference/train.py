@@ -401,9 +401,17 @@ def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data |
         initial = copy.deepcopy(model.state_dict())
         opt = make_optimizer(model, cfg)
         gen = torch.Generator(device=device).manual_seed(0)
-        for s in range(3):
-            train_step(s, gen, opt)
+        try:
+            for s in range(3):
+                train_step(s, gen, opt)
+            _sync(device)
+        except Exception as exc:  # a broken compiler stack should cost speed, not the run
+            print(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training eagerly",
+                  flush=True)
+            step_model = model
+            cfg = dataclasses.replace(cfg, compile=False)
         model.load_state_dict(initial)
+        opt.zero_grad(set_to_none=True)
         _sync(device)
         warmup_seconds = time.perf_counter() - t0
 
