@@ -248,23 +248,23 @@ def model_fields(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
 
 
 def newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
-    """The nearest semi-orthogonal matrix to G, approximately (Muon's quintic iteration)."""
+    """The nearest semi-orthogonal matrix to each G[i] (n, rows, cols), rows <= cols,
+    approximately: Muon's quintic iteration, in bf16, three batched matmuls a step."""
     a, b, c = (3.4445, -4.7750, 2.0315)
     X = G.bfloat16()
-    tall = G.size(-2) > G.size(-1)
-    if tall:
-        X = X.mT
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
         A = X @ X.mT
-        X = a * X + (b * A + c * A @ A) @ X
-    return X.mT if tall else X
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b*A + c*A@A
+        X = torch.baddbmm(X, B, X, beta=a)  # a*X + B@X
+    return X
 
 
 class Muon(torch.optim.Optimizer):
     """SGD with Nesterov momentum whose update is orthogonalised: every direction of a weight
     matrix moves by about the same amount. For 2-D weights inside the network only. Matrices
-    of one shape are orthogonalised together, as one batch (few kernel launches on a GPU)."""
+    of one shape (up to transposition) are orthogonalised together, as one batch: few kernel
+    launches a step, which is what a step of a small model costs on a GPU."""
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95):
         super().__init__(params, dict(lr=lr, momentum=momentum))
@@ -273,17 +273,24 @@ class Muon(torch.optim.Optimizer):
     def step(self) -> None:
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            by_shape: dict[tuple, list] = {}
             for p in params:
-                by_shape.setdefault(tuple(p.shape), []).append(p)
-            for shape, ps in by_shape.items():
-                grads = [p.grad for p in ps]
-                bufs = [self.state[p].setdefault("momentum", torch.zeros_like(p)) for p in ps]
-                torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
-                nesterov = torch._foreach_lerp(grads, bufs, group["momentum"])
-                update = newton_schulz(torch.stack(nesterov)).to(ps[0].dtype)
-                scale = max(1.0, shape[0] / shape[1]) ** 0.5
-                torch._foreach_add_(ps, list(update.unbind(0)), alpha=-group["lr"] * scale)
+                if "momentum" not in self.state[p]:
+                    self.state[p]["momentum"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum"] for p in params]
+            grads = [p.grad for p in params]
+            torch._foreach_lerp_(bufs, grads, 1 - group["momentum"])
+            nesterov = torch._foreach_lerp(grads, bufs, group["momentum"])
+            by_shape: dict[tuple, list[int]] = {}  # (short side, long side) -> indices
+            for i, p in enumerate(params):
+                by_shape.setdefault((min(p.shape), max(p.shape)), []).append(i)
+            for idx in by_shape.values():
+                tall = [params[i].size(0) > params[i].size(1) for i in idx]
+                stacked = torch.stack([nesterov[i].mT if t else nesterov[i] for i, t in zip(idx, tall)])
+                out = newton_schulz(stacked).to(params[idx[0]].dtype).unbind(0)
+                updates = [u.mT if t else u for u, t in zip(out, tall)]
+                scales = [max(1.0, params[i].size(0) / params[i].size(1)) ** 0.5 for i in idx]
+                torch._foreach_mul_(updates, scales)
+                torch._foreach_add_([params[i] for i in idx], updates, alpha=-group["lr"])
 
 
 class Optimizers:
