@@ -62,7 +62,8 @@ def run_one(name: str, args, target: float, data) -> dict:
     opt = f"muon {cfg.muon_lr:g} + adamw {cfg.lr:g}" if cfg.optimizer == "muon" else f"adamw {cfg.lr:g}"
     print(f"\n== {name}: {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd} wide, block "
           f"{cfg.block_size}, batch {cfg.batch_size}, {opt}, dropout {cfg.dropout}, "
-          f"bf16 {cfg.bf16}, compile {cfg.compile}, up to {cfg.max_steps} steps", flush=True)
+          f"bf16 {cfg.bf16}, compile {cfg.compile}{' (' + cfg.compile_mode + ')' if cfg.compile and cfg.compile_mode else ''}, "
+          f"up to {cfg.max_steps} steps", flush=True)
     t0 = time.perf_counter()
     result = train.train(cfg, data=data, on_eval=lambda s, v: print(
         f"   step {s:5d}  val {v:.4f}", flush=True))

@@ -69,6 +69,7 @@ class TrainConfig:
     device: str = "cpu"
     bf16: bool = False  # bfloat16 autocast (CUDA)
     compile: bool = False  # torch.compile, warmed up before the clock starts
+    compile_mode: str | None = None  # e.g. "reduce-overhead": CUDA graphs for forward/backward
     seed: int = 1337
     threads: int | None = None  # CPU threads (default: all cores, at most 8)
 
@@ -92,15 +93,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "nanogpt-cpu": dict(batch_size=12, max_steps=2000, lr=1e-3, min_lr=1e-4, warmup_steps=0,
                         eval_every=250, flash=False),
     # GPU: nanoGPT's shakespeare-char model (6 layers, 6 heads, 384 wide, block 256, dropout
-    # 0.2, batch 64) with Muon for the block matrices, bf16 autocast, flash attention,
+    # 0.2) with Muon for the block matrices, bf16 autocast, flash attention,
     # torch.compile, fused AdamW for the rest, the data on the card, a shorter schedule and a
-    # full-split evaluation every 25 steps from step 300 (eager, ~10 ms each).
+    # full-split evaluation every 25 steps from step 300 (eager, float32).
     # batch 128: a step costs 18 ms at 64 or 128 on an H200 (launch-bound at this size), and Muon
     # at 128 reaches 1.47 in 700 steps: 13.4 s against 19.5 s at batch 64 (benchmarks/results)
     "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=128,
                 max_steps=2000, lr=1.5e-3, min_lr=1e-4, warmup_steps=50, decay_steps=1200,
                 optimizer="muon", muon_lr=0.02,
                 eval_every=25, eval_from=300, device="cuda", bf16=True, compile=True),
+    # the same with CUDA graphs for forward and backward (torch.compile mode "reduce-overhead"):
+    # steps of this small model are launch-bound, so replaying them as graphs should be faster
+    "gpu-graphs": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
+                       batch_size=128, max_steps=2000, lr=1.5e-3, min_lr=1e-4, warmup_steps=50,
+                       decay_steps=1200, optimizer="muon", muon_lr=0.02, eval_every=25,
+                       eval_from=300, device="cuda", bf16=True, compile=True,
+                       compile_mode="reduce-overhead"),
     # the same engine with AdamW only (no Muon)
     "gpu-adamw": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
                       batch_size=64, max_steps=2500, lr=1.5e-3, min_lr=1e-4, warmup_steps=100,
@@ -389,11 +397,14 @@ def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data |
     torch.manual_seed(cfg.seed)
     model = build_model(module or reference_module(), **model_fields(cfg, data.vocab_size))
     model.to(device).train()
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    graphs = cfg.compile and cfg.compile_mode == "reduce-overhead"
 
     def train_step(step: int, gen: torch.Generator, opt) -> torch.Tensor:
         opt.set_lr(lr_at(step, cfg) / cfg.lr)
         x, y = get_batch(data.train, cfg.block_size, cfg.batch_size, gen)
+        if graphs:  # a new iteration: the graph's output buffers may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.bf16):
             logits = logits_of(step_model, x)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
@@ -411,13 +422,13 @@ def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data |
         opt = make_optimizer(model, cfg)
         gen = torch.Generator(device=device).manual_seed(0)
         try:
-            for s in range(3):
+            for s in range(5 if graphs else 3):  # CUDA graphs are recorded after a few calls
                 train_step(s, gen, opt)
             _sync(device)
         except Exception as exc:  # a broken compiler stack should cost speed, not the run
             print(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training eagerly",
                   flush=True)
-            step_model = model
+            step_model, graphs = model, False
             cfg = dataclasses.replace(cfg, compile=False)
         model.load_state_dict(initial)
         opt.zero_grad(set_to_none=True)
