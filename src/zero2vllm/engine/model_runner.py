@@ -7,8 +7,9 @@ entries, the padded rows of a CUDA graph), so no real block is ever written by m
 On CUDA, decode-only steps replay CUDA graphs captured at fixed batch sizes (as nano-vllm does):
 a 1B model's decode step launches ~300 small kernels, and launching them from Python costs more
 than running them. Graph replay needs fixed shapes, so the batch is padded to the next captured
-size and the attention reads block tables with the Triton kernel, which loops over each
-sequence's own length.
+size (padded rows write into the spare block and attend to one slot, so they stay finite) and
+the attention reads block tables with the Triton kernel, which loops over each sequence's own
+length.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class ModelRunner:
             "positions": torch.zeros(max_bs, dtype=torch.int64, device=dev),
             "slots": torch.full((max_bs,), self.pad_block * self.block_size, dtype=torch.int64, device=dev),
             "tables": torch.full((max_bs, max_blocks), self.pad_block, dtype=torch.int64, device=dev),
-            "context_lens": torch.zeros(max_bs, dtype=torch.int64, device=dev),
+            "context_lens": torch.ones(max_bs, dtype=torch.int64, device=dev),  # padded rows attend 1 slot: no NaN
             "hidden": torch.zeros(max_bs, cfg.model_config.hidden_size, dtype=self.dtype, device=dev),
         }
         sizes = [b for b in (1, 2, 4, 8) if b < max_bs] + list(range(16, max_bs, 16)) + [max_bs]
@@ -185,7 +186,7 @@ class ModelRunner:
         gv["positions"][:bs] = positions
         gv["slots"].fill_(self.pad_block * self.block_size)
         gv["slots"][:bs] = ctx.slot_mapping
-        gv["context_lens"].zero_()
+        gv["context_lens"].fill_(1)
         gv["context_lens"][:bs] = ctx.decode.context_lens
         gv["tables"][:bs, :tables.shape[1]] = tables
         self.graphs[size].replay()

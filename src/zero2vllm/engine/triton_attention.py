@@ -56,7 +56,7 @@ if triton is not None:
             l = l * alpha + tl.sum(p, axis=1)
             acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
             m = m_new
-        out = acc / tl.maximum(l, 1e-30)[:, None]  # context_len 0 (a padded graph row): zeros
+        out = acc / tl.maximum(l, 1e-30)[:, None]  # context_len 0: zeros, not NaN
         tl.store(out_ptr + seq * stride_ot + heads[:, None] * stride_oh + d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=head_ok[:, None])
 
