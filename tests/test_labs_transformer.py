@@ -208,3 +208,20 @@ def test_lab_run_on_cuda_without_a_gpu_is_a_one_line_error(z2v):
         pytest.skip("this machine has a GPU")
     result = z2v("lab", "run", "transformer", "--device", "cuda", "--steps", "5", expect=2)
     assert "sees no CUDA device" in result.output and "--device cpu" in result.output
+
+
+def test_trainer_keeps_the_best_weights_and_measures_the_whole_val_split():
+    import torch
+
+    from zero2vllm.labs.transformer.reference import train
+
+    torch.set_num_threads(1)
+    data = train.load_data()
+    assert (len(data.train), len(data.val), data.vocab_size) == (1_003_854, 111_540, 65)
+    cfg = train.preset("cpu", n_layer=1, n_head=2, n_embd=32, batch_size=8, max_steps=30,
+                       eval_every=10, eval_from=10, lr=3e-2, target=None)
+    result = train.train(cfg, data=data, keep_best=True)
+    vals = [h["val_loss"] for h in result.history if "val_loss" in h]
+    assert len(vals) == 3 and result.best_val == min(vals) and result.final_val == vals[-1]
+    result.model.load_state_dict(result.best_state)
+    assert abs(train.evaluate(result.model, data.val, cfg.block_size) - result.best_val) < 1e-6

@@ -97,7 +97,8 @@ def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path,
             bar.update(task, val=f"{val:.4f}")
 
         try:
-            result = train.train(cfg, module=module, data=data, on_step=on_step, on_eval=on_eval)
+            result = train.train(cfg, module=module, data=data, on_step=on_step, on_eval=on_eval,
+                                 keep_best=True)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - the learner's model failed during training
@@ -107,6 +108,13 @@ def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path,
             raise RunError("training failed: " + describe_exception(exc, root)
                            .replace("\n", " ")) from None
     duration = time.perf_counter() - started
+    final_val = result.final_val
+    if result.best_state is not None and result.best_step != result.steps:
+        # tiny Shakespeare overfits: keep (and sample from) the best evaluated weights
+        result.model.load_state_dict(result.best_state)
+        result.final_val = result.best_val
+        echo(f"val loss was lowest at step {result.best_step} ({result.best_val:.4f}; "
+             f"{final_val:.4f} at the end): keeping those weights")
 
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{'reference' if code is None else 'mine'}-{device}"
@@ -115,12 +123,13 @@ def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path,
     png = plot_losses(result.history, out_dir / f"{name}-loss.png", title)
     text = train.sample(result.model, data, max_new_tokens=400)
 
-    echo(f"\nval loss {result.final_val:.4f} (full val split) after {result.steps} steps, "
+    echo(f"\nval loss {result.final_val:.4f} (full val split), {result.steps} steps, "
          f"{result.train_seconds:.1f} s, {result.tokens_per_s:,.0f} tokens/s")
     echo(f"loss curve: {png}")
     echo(f"checkpoint: {ckpt}")
     echo("\nsample (temperature 0.8, top-k 40):\n" + "-" * 60 + f"\n{text}\n" + "-" * 60)
     metrics = {"val_loss": round(result.final_val, 4), "best_val": round(result.best_val, 4),
+               "final_val": round(final_val, 4), "best_step": result.best_step,
                "steps": result.steps, "train_seconds": round(result.train_seconds, 2),
                "tokens_per_s": round(result.tokens_per_s), "device": device, "preset": preset}
     return {"passed": math.isfinite(result.final_val), "metrics": metrics,

@@ -369,6 +369,8 @@ class TrainResult:
     eval_seconds: float = 0.0  # part of train_seconds spent evaluating
     history: list[dict] = field(default_factory=list)  # {step, seconds, train_loss, val_loss?}
     stop_reason: str = ""
+    best_state: dict | None = None  # with keep_best: the weights that scored best_val
+    best_step: int | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -384,9 +386,11 @@ def _sync(device: str) -> None:
 
 def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data | None = None,
           on_step: Callable[[int, float], None] | None = None,
-          on_eval: Callable[[int, float], None] | None = None) -> TrainResult:
+          on_eval: Callable[[int, float], None] | None = None,
+          keep_best: bool = False) -> TrainResult:
     """Train module.GPT (default: the reference) with CFG. on_step(step, train_loss) is called
-    every 10 steps, on_eval(step, val_loss) after each full-split evaluation."""
+    every 10 steps, on_eval(step, val_loss) after each full-split evaluation. keep_best: keep
+    the weights of the best evaluation (result.best_state), since small data overfits."""
     device = cfg.device
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -439,6 +443,7 @@ def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data |
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     history: list[dict] = []
     best_val, final_val = float("inf"), float("nan")
+    best_state, best_step = None, None
     target_step = target_seconds = None
     stop_reason = f"reached {cfg.max_steps} steps"
     running = None
@@ -474,6 +479,9 @@ def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data |
             now = time.perf_counter() - t0
             eval_seconds += time.perf_counter() - e0
             history.append({"step": step, "seconds": now, "val_loss": val})
+            if keep_best and val < best_val:  # evaluation time: not counted as training
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_step = step
             best_val, final_val = min(best_val, val), val
             if on_eval:
                 on_eval(step, val)
@@ -491,6 +499,7 @@ def train(cfg: TrainConfig, module: types.ModuleType | None = None, data: Data |
         best_val=best_val, final_val=final_val, target_step=target_step,
         target_seconds=target_seconds, tokens=step * cfg.batch_size * cfg.block_size,
         history=history, stop_reason=stop_reason, eval_seconds=eval_seconds,
+        best_state=best_state, best_step=best_step,
     )
 
 
@@ -513,6 +522,7 @@ def save_checkpoint(path: Path, result: TrainResult, cfg: TrainConfig, data: Dat
         "chars": data.chars,
         "steps": result.steps,
         "val_loss": result.final_val,
+        "best_step": result.best_step,
     }, path)
     return path
 
