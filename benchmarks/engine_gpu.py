@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
+from zero2vllm.engine import EngineConfig, LLMEngine, ModelConfig, SamplingParams  # noqa: E402  (before torch)
 
-from zero2vllm.engine import EngineConfig, LLMEngine, ModelConfig, SamplingParams  # noqa: E402
+import torch  # noqa: E402
 
 LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
                 num_kv_heads=8, head_dim=64, rope_theta=500000.0, tie_word_embeddings=True, rms_norm_eps=1e-5,
@@ -181,21 +181,27 @@ def main() -> None:
 
 
 def measure_http(engine: LLMEngine, args) -> dict:
-    """Serve the engine on localhost and run z2v bench's OpenAI client against it."""
+    """Serve the engine on localhost; run z2v bench's OpenAI client against it from another process."""
     import asyncio
+    import subprocess
 
-    from zero2vllm.bench import run_benchmark
     from zero2vllm.engine.server import Server
 
     ready = threading.Event()
     server = Server(engine, "llama-1b-random")
     threading.Thread(target=lambda: asyncio.run(server.serve("127.0.0.1", args.port, ready)), daemon=True).start()
     if not ready.wait(60):
-        raise SystemExit("the HTTP server did not start")
-    res = run_benchmark(f"http://127.0.0.1:{server.port}", api="openai", concurrency=[args.requests],
-                        num_requests=args.requests, input_len=args.input_len, output_len=args.output_len,
-                        prompt_format="ids", metrics_url=None)
-    run = res["runs"][0]
+        raise RuntimeError("the HTTP server did not start")
+    client = (  # its own process (own GIL), stdlib only: the image needs no click
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from zero2vllm.bench import run_benchmark; "
+        "n, i, o = map(int, sys.argv[3:6]); print(json.dumps(run_benchmark(sys.argv[2], api='openai', "
+        "concurrency=[n], num_requests=n, input_len=i, output_len=o, prompt_format='ids', metrics_url=None)))")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    proc = subprocess.run([sys.executable, "-c", client, src, f"http://127.0.0.1:{server.port}", str(args.requests),
+                           str(args.input_len), str(args.output_len)], capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-1000:])
+    run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][0]
     summary = {k: run.get(k) for k in ("output_throughput", "request_throughput", "completed")}
     for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
         if isinstance(run.get(k), dict):
