@@ -51,29 +51,42 @@ STOPWORDS = {
     "their", "my", "our", "this", "that", "these", "those", "it", "into", "about",
 }
 
-RE_WEEK = re.compile(r"^\s*week\s+(\d+)\s*(?:[:.\-–—]\s*(.*?))?\s*$", re.I)
-RE_GOAL = re.compile(r"^\s*goals?\s*:\s*(.*?)\s*$", re.I)
-RE_COMMITMENT = re.compile(r"^\s*time\s+commitment\s*:\s*(.*?)\s*$", re.I)
-RE_SECTION = re.compile(r"^\s*key\s+([a-z ]+?)(?:\s+to\s+[a-z ]+)?\s*:\s*$", re.I)
-RE_BLOCK = re.compile(
+class _LazyRe:
+    """A pattern compiled on first use: `z2v status` reads a cached parse and never needs them
+    (compiling all of them costs ~15 ms of its start-up)."""
+
+    def __init__(self, pattern: str, flags: int = 0):
+        self.pattern, self.flags, self._re = pattern, flags, None
+
+    def __getattr__(self, name):
+        if self._re is None:
+            self._re = re.compile(self.pattern, self.flags)
+        return getattr(self._re, name)
+
+
+RE_WEEK = _LazyRe(r"^\s*week\s+(\d+)\s*(?:[:.\-–—]\s*(.*?))?\s*$", re.I)
+RE_GOAL = _LazyRe(r"^\s*goals?\s*:\s*(.*?)\s*$", re.I)
+RE_COMMITMENT = _LazyRe(r"^\s*time\s+commitment\s*:\s*(.*?)\s*$", re.I)
+RE_SECTION = _LazyRe(r"^\s*key\s+([a-z ]+?)(?:\s+to\s+[a-z ]+)?\s*:\s*$", re.I)
+RE_BLOCK = _LazyRe(
     r"^\s*(?P<days>[A-Za-z][A-Za-z ,&/+\-–]*?)\s*"
     r"(?:\((?P<lo>\d+(?:\.\d+)?)\s*(?:[-–]\s*(?P<hi>\d+(?:\.\d+)?))?\s*(?P<unit>hours?|hrs?|h|minutes?|mins?|m)\))?"
     r"\s*:\s*$",
     re.I,
 )
-RE_LABEL = re.compile(r"^\s*(?P<label>[A-Za-z][A-Za-z\- ]{0,20}?)\s*:\s+(?P<rest>\S.*?)\s*$")
-RE_URL = re.compile(r"https?://[^\s)>\]]+")
-RE_DURATION_PAREN = re.compile(
+RE_LABEL = _LazyRe(r"^\s*(?P<label>[A-Za-z][A-Za-z\- ]{0,20}?)\s*:\s+(?P<rest>\S.*?)\s*$")
+RE_URL = _LazyRe(r"https?://[^\s)>\]]+")
+RE_DURATION_PAREN = _LazyRe(
     r"\(\s*(?P<lo>\d+(?:\.\d+)?)\s*(?:[-–]\s*(?P<hi>\d+(?:\.\d+)?))?\s*"
     r"(?P<unit>hours?|hrs?|h|minutes?|mins?|min|m)\b[^)]*\)",
     re.I,
 )
-RE_QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]")
+RE_QUOTED = _LazyRe(r"[\"“]([^\"”]+)[\"”]")
 
 # -- progress annotations: " - watched for 30 min", " - read 2 of 4 sections", " - done" --------
 _DUR = r"\d+(?:\.\d+)?\s*(?:hours?|hrs?|h|minutes?|mins?|min|m)(?:\s*\d+(?:\.\d+)?\s*(?:minutes?|mins?|min|m))?"
 _VERBS = r"watched|read|spent|did|worked|studied|practi[cs]ed|coded|listened|done|went through|covered"
-RE_ANNOTATION = re.compile(
+RE_ANNOTATION = _LazyRe(
     r"\s+[-–—]\s+(?P<ann>"
     r"(?:(?:" + _VERBS + r")\s+(?:for\s+)?)?" + _DUR + r"(?:\s+so\s+far)?"
     r"|(?:" + _VERBS + r"|finished|completed)\s+\d+\s*(?:of|/)\s*\d+(?:\s+[a-z]+)?(?:\s+so\s+far)?"

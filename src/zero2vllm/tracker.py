@@ -64,7 +64,34 @@ def load_plan(store: Store) -> Plan:
         text = default_plan_path().read_text(encoding="utf-8")
         import_plan(store, text, BUNDLED_NAME)
         return planlib.parse(text)
-    return planlib.parse(row["source_text"])
+    return parse_cached(store, row["source_text"])
+
+
+def parse_cached(store: Store, text: str) -> Plan:
+    """Parse a plan text once per text: the parse is pickled next to the database, keyed by the
+    text's hash (parsing and compiling the format's regexes is a fifth of `z2v status`)."""
+    import hashlib
+    import pickle
+
+    key = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = store.path.parent / "cache" / f"plan-{key}.pickle"
+    try:
+        plan = pickle.loads(path.read_bytes())
+        if isinstance(plan, Plan):
+            return plan
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError):
+        pass
+    plan = planlib.parse(text)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        for old in path.parent.glob("plan-*.pickle"):
+            old.unlink(missing_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(pickle.dumps(plan, protocol=pickle.HIGHEST_PROTOCOL))
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only data directory only costs the parse
+    return plan
 
 
 @dataclass
