@@ -68,18 +68,19 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, shape["vocab_size"], (n,), generator=gen).tolist() for n in (1, 7, 16, 33, 70, 5)]
     outs = engine.generate(prompts, SamplingParams(max_tokens=20, ignore_eos=True))
-    worst = 0.0
+    worst = 0.0  # how far below HF's best logit our picks are, relative to the logits' scale
     for prompt, out in zip(prompts, outs):
         ids = torch.tensor([prompt + out["token_ids"]], device=device)
         with torch.inference_mode():
             logits = hf(ids).logits[0, len(prompt) - 1:-1].float()
         chosen = logits.gather(1, torch.tensor(out["token_ids"], device=device)[:, None]).squeeze(1)
-        worst = max(worst, (logits.max(1).values - chosen).max().item())  # 0 when every pick is HF's argmax
-    ok = worst < 1e-3
+        gap = (logits.max(1).values - chosen).max().item() / logits.abs().max().item()
+        worst = max(worst, gap)  # 0 when every pick is HF's argmax; a near-tie differs by ~1e-6
+    ok = worst < 1e-4
     path = "CUDA graphs + Triton" if engine.runner.graphs else (
         "Triton, eager" if engine.runner.decode_kernel else "PyTorch gather, eager")
     say(f"check vs HF (2 layers, fp32, {path}): {'OK' if ok else 'MISMATCH'} "
-        f"(largest gap to HF's argmax logit: {worst:.2e})")
+        f"(largest gap to HF's argmax logit, relative: {worst:.1e})")
     del engine, hf
     return ok
 
