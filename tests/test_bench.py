@@ -115,7 +115,7 @@ def test_bench_cli_against_the_naive_api(tiny_model_dir, z2v, home, tmp_path, re
 
     def paced(*a, **k):  # a model with a steady cost per token, like a real one
         out = real(*a, **k)
-        time.sleep(0.01 * k["max_new_tokens"])
+        time.sleep(0.04 * k["max_new_tokens"])  # dominates the client's per-request overhead
         return out
 
     model.generate = paced
@@ -129,7 +129,7 @@ def test_bench_cli_against_the_naive_api(tiny_model_dir, z2v, home, tmp_path, re
     assert [r["concurrency"] for r in runs] == [1, 4] and all(r["completed"] == 8 for r in runs)
     assert all(r["total_output_tokens"] == 64 for r in runs)
     ratio = runs[1]["output_throughput"] / runs[0]["output_throughput"]
-    assert 0.5 < ratio < 1.6, ratio  # flat: batching would give ~4x
+    assert 0.5 < ratio < 1.8, ratio  # flat: batching would give ~4x
     assert runs[1]["e2el_ms"]["median"] > 2 * runs[0]["e2el_ms"]["median"]  # queueing shows as latency
     assert runs[0]["memory"]["rss_bytes"]["max"] > 100 * 2**20
     for png in data["artifacts"]:
