@@ -24,13 +24,6 @@ from .attention import StepContext, paged_attention, store_kv
 from .config import ModelConfig
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm, computed in fp32 like Hugging Face's LlamaRMSNorm (bit-identical in fp32)."""
-    xf = x.float()
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
-
-
 def rope_tables(cfg: ModelConfig, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin for every position, [max_len, head_dim], with Llama 3's frequency scaling if set."""
     d = cfg.head_dim
@@ -47,15 +40,18 @@ def rope_tables(cfg: ModelConfig, max_len: int) -> tuple[torch.Tensor, torch.Ten
         is_mid = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
         inv_freq = torch.where(is_mid, mid, scaled)
     freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    sin = freqs.sin()
+    return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((-sin, sin), dim=-1)  # sin: sign folded in
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [T, heads, head_dim]; the "rotate half" convention of Hugging Face's Llama."""
+    """x: [T, heads, head_dim]. Hugging Face's "rotate half": x * cos + cat(-x2, x1) * sin.
+
+    With the minus sign stored in the first half of `sin`, rotating is one `torch.cat` (the
+    products are bit-identical: IEEE multiplication is symmetric in sign).
+    """
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 class Linear(nn.Linear):
@@ -100,14 +96,14 @@ class Attention(nn.Module):
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size)
         self.o_proj = Linear(q_size, cfg.hidden_size)
-        self.split = (q_size, kv_size, kv_size)
         self.kv_cache = torch.empty(0)  # [num_blocks, block_size, 2, kv_heads, head_dim], set by the runner
 
     def forward(self, x, cos, sin, ctx: StepContext):
-        q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
-        q = apply_rope(q.view(-1, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rope(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
-        store_kv(self.kv_cache, k, v.view(-1, self.num_kv_heads, self.head_dim), ctx.slot_mapping)
+        qkv = self.qkv_proj(x)
+        h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
+        qk = apply_rope(qkv[:, :(h + kvh) * d].view(-1, h + kvh, d), cos, sin)  # q and k heads at once
+        q, k, v = qk[:, :h], qk[:, h:], qkv[:, (h + kvh) * d:].view(-1, kvh, d)
+        store_kv(self.kv_cache, k, v, ctx.slot_mapping)
         return self.o_proj(paged_attention(q, self.kv_cache, ctx))
 
 
@@ -127,8 +123,8 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight, self.eps = nn.Parameter(torch.ones(size)), eps
 
-    def forward(self, x):
-        return rms_norm(x, self.weight, self.eps)
+    def forward(self, x):  # one fused kernel; bit-identical to Hugging Face's LlamaRMSNorm in fp32
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 class DecoderLayer(nn.Module):
