@@ -160,8 +160,8 @@ class LlamaModel(nn.Module):
         self.to_empty(device=device).to(dtype)
         if self.cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        cos, sin = rope_tables(self.cfg, max_len)
-        self.cos, self.sin = cos.to(device), sin.to(device)
+        cos, sin = rope_tables(self.cfg, max_len)  # in the model's dtype, as Hugging Face applies them
+        self.cos, self.sin = cos.to(device, dtype), sin.to(device, dtype)
         return self
 
     def init_random(self, seed: int = 0) -> None:
@@ -176,8 +176,8 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Hidden states [T, hidden] for the flat batch of tokens, after the final norm."""
         x = self.embed_tokens(input_ids)
-        cos = self.cos[positions].unsqueeze(1).to(x.dtype)  # [T, 1, head_dim], shared by all heads
-        sin = self.sin[positions].unsqueeze(1).to(x.dtype)
+        cos = self.cos[positions].unsqueeze(1)  # [T, 1, head_dim], shared by all heads
+        sin = self.sin[positions].unsqueeze(1)
         for layer in self.layers:
             x = layer(x, cos, sin, ctx)
         return self.norm(x)
