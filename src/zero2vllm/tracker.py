@@ -258,6 +258,15 @@ def week_index(plan: Plan, start: date, day: date) -> int:
     return (day - start).days // 7 + 1
 
 
+def pick_week(store: Store, plan: Plan, number: int | None):
+    """Week NUMBER, or this week by the calendar (clamped to the plan); None if there is no such
+    week. One rule for the CLI's `z2v week` and the dashboard's week page."""
+    if number is not None:
+        return plan.week(number)
+    idx = week_index(plan, start_date(store), local_day(now()))
+    return plan.weeks[min(max(idx, 1), len(plan.weeks)) - 1]
+
+
 def planned_hours_by_day(plan: Plan, start: date) -> dict[date, float]:
     """Each block's lower budget spread evenly over its days; weeks by their order in the plan."""
     out: dict[date, float] = {}

@@ -123,14 +123,10 @@ def week_view(store: Store, plan: Plan, number: int | None) -> dict:
     with its progress and note, plus hours logged per block this week."""
     start = tracker.start_date(store)
     today = tracker.local_day(tracker.now())
-    if number is None:
-        idx = min(max(tracker.week_index(plan, start, today), 1), len(plan.weeks))
-        week = plan.weeks[idx - 1]
-    else:
-        week = plan.week(number)
-        if week is None:
-            have = ", ".join(str(w.number) for w in plan.weeks)
-            raise ActionError(f"there is no week {number}; the plan has weeks {have}")
+    week = tracker.pick_week(store, plan, number)
+    if week is None:
+        have = ", ".join(str(w.number) for w in plan.weeks)
+        raise ActionError(f"there is no week {number}; the plan has weeks {have}")
     position = plan.weeks.index(week) + 1
     first, last = tracker.week_dates(start, position)
     by_day = store.seconds_by_day(first.isoformat(), last.isoformat())

@@ -108,15 +108,10 @@ def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
     from zero2vllm.durations import format_duration
 
     plan = _plan(app)
-    if number is None:
-        idx = tracker.week_index(plan, tracker.start_date(app.store), tracker.local_day(tracker.now()))
-        idx = min(max(idx, 1), len(plan.weeks))
-        week = plan.weeks[idx - 1]
-    else:
-        week = plan.week(number)
-        if week is None:
-            have = ", ".join(str(w.number) for w in plan.weeks)
-            raise Z2VError(f"there is no week {number}; the plan has weeks {have}")
+    week = tracker.pick_week(app.store, plan, number)
+    if week is None:
+        have = ", ".join(str(w.number) for w in plan.weeks)
+        raise Z2VError(f"there is no week {number}; the plan has weeks {have}")
     prog = tracker.progress(app.store, plan)
     notes = app.store.notes()
     if as_json:
