@@ -152,6 +152,13 @@ def test_concurrent_streams_metrics_and_disconnects(server):
     for name in ("vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:num_preemptions_total",
                  "vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"):
         assert f'{name}{{model_name="tiny"}}' in values
+    # the sums behind the utilisation gauges agree with the engine's own counters
+    stats = engine.stats
+    value = lambda name: float(values[f'{name}{{model_name="tiny"}}'])  # noqa: E731
+    assert value("z2v_engine_kv_steps_total") == stats.kv_steps > 0
+    assert value("z2v_engine_kv_utilization_sum_total") == pytest.approx(stats.kv_util_sum)
+    assert value("z2v_engine_kv_utilization") == pytest.approx(stats.kv_util_sum / stats.kv_steps)
+    assert 0 < value("z2v_engine_kv_utilization_contiguous") < value("z2v_engine_kv_utilization") <= 1
 
 
 def test_z2v_bench_measures_the_engine(server):
@@ -177,6 +184,33 @@ def test_engine_trace_command(tiny_dir, z2v):
     assert data["steps"][0]["work"][0]["kind"] == "prefill" and len(data["requests"]) == 1
     bad = z2v("engine", "trace", "x", "--model", "/no/such/folder", expect=2)
     assert "no such folder" in bad.output
+
+
+@pytest.mark.slow
+def test_compare_starts_the_engine_and_reports_its_kv_utilisation(tiny_dir, z2v, home, tmp_path):
+    out = z2v("compare", "--no-naive", "--no-vllm", "--engine", "--model", str(tiny_dir), "--concurrency", "1,4",
+              "--requests", "4", "--input-len", "20", "--output-len", "24", "--out", str(tmp_path / "cmp")).output
+    assert "starting zero2vllm's engine on http://127.0.0.1:" in out
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    (engine,) = data["targets"]
+    assert engine["name"] == "engine" and engine["kind"] == "engine" and engine["error"] is None
+    for run in engine["runs"]:
+        assert run["completed"] == 4 and run["total_output_tokens"] == 4 * 24
+        sm = run["server_metrics"]
+        # ~20-token prompts + 24 new tokens in 16-token blocks: well above a contiguous 256-token slab
+        # per request, and below 100% (every last block has free slots at some step)
+        assert 0.5 < sm["kv_util"] < 1.0 and 0 < sm["kv_util_contiguous"] < 0.25
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| KV util |" in text and "of its allocated KV slots held tokens" in text
+    from zero2vllm.paths import db_path
+    from zero2vllm.store import Store
+
+    (run,) = Store.open(db_path()).lab_runs("vllm", kind="compare")
+    assert run["passed"] and run["criteria"][0]["name"] == "engine measured" and run["criteria"][0]["passed"]
+    # the engine compare started is gone
+    url = engine["url"]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/health", timeout=1)
 
 
 @pytest.mark.slow

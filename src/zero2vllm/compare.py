@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-NAIVE, VLLM = "naive", "vllm"
+NAIVE, VLLM, ENGINE = "naive", "vllm", "engine"
 
 
 class CompareError(Exception):
@@ -46,7 +46,7 @@ class Target:
     name: str
     url: str | None  # None: start the server ourselves
     api: str  # "generate" (naive) or "openai" (vLLM and other OpenAI-compatible servers)
-    kind: str = "url"  # "naive" / "vllm" when we start it, "url" for a given server
+    kind: str = "url"  # "naive" / "vllm" / "engine" when we start it, "url" for a given server
     pid: int | None = None  # the server's process, when we started it (memory is sampled from it)
     result: dict | None = None
     scrape: list[dict] = field(default_factory=list)
@@ -111,6 +111,10 @@ SCRAPED = {
     "kv_usage": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
     "preemptions": ("vllm:num_preemptions_total",),
     "generated": ("vllm:generation_tokens_total",),
+    # zero2vllm's engine: sums of its per-step KV utilisation, so a level's mean is a difference
+    "kv_steps": ("z2v_engine_kv_steps_total",),
+    "kv_util_sum": ("z2v_engine_kv_utilization_sum_total",),
+    "kv_contiguous_sum": ("z2v_engine_kv_utilization_contiguous_sum_total",),
 }
 
 
@@ -148,18 +152,23 @@ class Scraper:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            body = _get(self.url, timeout=5)
-            if body is not None:
-                sample = read_metrics(body.decode("utf-8", "replace"))
-                sample["t"] = round(time.perf_counter() - self.t0, 3)
-                self.samples.append(sample)
-            elif not self.samples:
-                self.error = f"{self.url} did not answer"
+            self._sample()
             self._stop.wait(self.interval)
 
+    def _sample(self) -> None:
+        body = _get(self.url, timeout=5)
+        if body is not None:
+            sample = read_metrics(body.decode("utf-8", "replace"))
+            sample["t"] = round(time.perf_counter() - self.t0, 3)
+            self.samples.append(sample)
+        elif not self.samples:
+            self.error = f"{self.url} did not answer"
+
     def stop(self) -> list[dict]:
+        """Stop, after one last sample: counters then cover the whole level, however short."""
         self._stop.set()
         self._thread.join(timeout=10)
+        self._sample()
         return self.samples
 
 
@@ -173,32 +182,37 @@ def summarize_scrape(samples: list[dict]) -> dict:
             out[f"{key}_max"] = max(vals)
             busy_vals = [s[key] for s in busy if key in s]
             out[f"{key}_mean_busy"] = (sum(busy_vals) / len(busy_vals)) if busy_vals else 0.0
-    for key in ("preemptions", "generated"):
+    for key in ("preemptions", "generated", "kv_steps", "kv_util_sum", "kv_contiguous_sum"):
         vals = [s[key] for s in samples if key in s]
         if vals:
             out[key] = max(vals) - min(vals)
+    if out.get("kv_steps"):  # the engine's mean over the level's steps: tokens stored / slots allocated
+        out["kv_util"] = out["kv_util_sum"] / out["kv_steps"]
+        out["kv_util_contiguous"] = out["kv_contiguous_sum"] / out["kv_steps"]
     return out
 
 
 # -- the servers we start ------------------------------------------------------------------------
-class NaiveProcess:
-    """`z2v serve naive` in a child process group, on a free port, with its log in a file."""
+class ChildServer:
+    """A server compare starts itself (`z2v serve naive` or `z2v serve engine`): a child process
+    group on a free port, its log in a file, stopped with Ctrl-C like a person would."""
 
-    def __init__(self, model: str, port: int, log_path: Path, echo: Callable[[str], None]):
-        self.model, self.port, self.log_path, self.echo = model, port, log_path, echo
+    def __init__(self, kind: str, model: str, port: int, log_path: Path, echo: Callable[[str], None]):
+        self.kind, self.model, self.port, self.log_path, self.echo = kind, model, port, log_path, echo
+        self.label = {NAIVE: "the naive API", ENGINE: "zero2vllm's engine"}[kind]
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout_s: float) -> float:
         from zero2vllm.vllm_serve import _set_pdeathsig
 
-        cmd = [sys.executable, "-m", "zero2vllm", "serve", "naive", "--model", self.model,
+        cmd = [sys.executable, "-m", "zero2vllm", "serve", self.kind, "--model", self.model,
                "--port", str(self.port), "--host", "127.0.0.1"]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         src = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        self.echo(f"starting the naive API on {self.url} (log: {self.log_path})")
+        self.echo(f"starting {self.label} on {self.url} (log: {self.log_path})")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -207,13 +221,13 @@ class NaiveProcess:
         while True:
             if self.proc.poll() is not None:
                 tail = self.log_path.read_text(errors="replace").strip().splitlines()[-10:]
-                raise CompareError(f"the naive API exited with code {self.proc.returncode} while "
+                raise CompareError(f"{self.label} exited with code {self.proc.returncode} while "
                                    "starting; last lines of its log:\n    " + "\n    ".join(tail))
             if _get(self.url + "/health") is not None:
                 return time.perf_counter() - started
             if time.perf_counter() - started > timeout_s:
                 self.stop()
-                raise CompareError(f"the naive API was not healthy after {timeout_s:.0f} s; "
+                raise CompareError(f"{self.label} was not healthy after {timeout_s:.0f} s; "
                                    f"see {self.log_path}")
             time.sleep(0.5)
 
@@ -224,7 +238,7 @@ class NaiveProcess:
             return
         pgid = self.proc.pid
         if self.proc.poll() is None:
-            _signal_group(pgid, signal.SIGINT)  # werkzeug stops on KeyboardInterrupt
+            _signal_group(pgid, signal.SIGINT)  # both servers stop on KeyboardInterrupt
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -244,7 +258,7 @@ def preflight(targets: list[Target], cfg: CompareConfig) -> None:
             if not vllm_env.is_installed():
                 raise CompareError("vLLM is not installed: run `z2v vllm install` first, or give a "
                                    "running server with --vllm URL (or --no-vllm)")
-        if t.kind in (NAIVE, VLLM):
+        if t.kind in (NAIVE, VLLM, ENGINE):
             from zero2vllm.models import ModelError, ensure_model_dir
 
             try:
@@ -297,11 +311,11 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
 
     server = None
     try:
-        if t.kind == NAIVE and t.url is None:
-            server = NaiveProcess(cfg.model, free_port(), out_dir / "naive-server.log", echo)
+        if t.kind in (NAIVE, ENGINE) and t.url is None:
+            server = ChildServer(t.kind, cfg.model, free_port(), out_dir / f"{t.kind}-server.log", echo)
             t.ready_s = server.start(cfg.start_timeout_s)
             t.url, t.pid = server.url, server.proc.pid
-            echo(f"naive API ready after {t.ready_s:.0f} s")
+            echo(f"{server.label} ready after {t.ready_s:.0f} s")
         elif t.kind == VLLM and t.url is None:
             from zero2vllm.vllm_serve import ServeConfig, VllmServer
 
@@ -443,6 +457,7 @@ def rows(result: dict) -> list[dict]:
                 "e2el_p99_ms": (r["e2el_ms"] or {}).get("p99"),
                 "running_max": sm.get("running_max"), "waiting_max": sm.get("waiting_max"),
                 "kv_usage_max": sm.get("kv_usage_max"), "preemptions": sm.get("preemptions"),
+                "kv_util": sm.get("kv_util"),
                 "others_cpu": (r.get("cpu") or {}).get("others_frac"),
                 "x_first": speedup,
             })
@@ -469,6 +484,7 @@ COLUMNS = [
     ("KV used max", lambda r: _f(None if r["kv_usage_max"] is None else 100 * r["kv_usage_max"],
                                  "{:.1f}%")),
     ("preempt", lambda r: _f(r["preemptions"], "{:.0f}")),
+    ("KV util", lambda r: _f(None if r["kv_util"] is None else 100 * r["kv_util"], "{:.1f}%")),
     ("other CPU", lambda r: _f(None if r["others_cpu"] is None else 100 * r["others_cpu"], "{:.0f}%")),
 ]
 
@@ -508,6 +524,7 @@ def explain(result: dict) -> list[str]:
         lines.append("Careful: other processes used the CPU during the run ("
                      + ", ".join(f"{n} at {c or 'inf'}: {100 * f:.0f}% of all cores" for n, c, f in busy)
                      + "); those levels are pessimistic: rerun on a quiet machine to trust them.")
+    lines += _others(result, naive, vllm)
     if not (naive and vllm and naive["runs"] and vllm["runs"]):
         return lines
     levels = [r["concurrency"] for r in vllm["runs"] if any(
@@ -544,6 +561,33 @@ def explain(result: dict) -> list[str]:
                          "16-token blocks as sequences grow, so nothing is reserved for tokens "
                          "that are never generated (the paper: 96.3% of KV memory holds real tokens, "
                          "against 20.4-38.2% in Orca).")
+    return lines
+
+
+def _others(result: dict, naive: dict | None, vllm: dict | None) -> list[str]:
+    """A sentence per other target (e.g. zero2vllm's engine): its throughput against the naive API
+    and vLLM at the highest level all three completed, and its KV utilisation where it reports it."""
+    lines = []
+    for t in result["targets"]:
+        if t["name"] in (NAIVE, VLLM) or not t["runs"]:
+            continue
+        top = t["runs"][-1]
+        level = top["concurrency"]
+        parts = []
+        for other, label in ((vllm, "vLLM's"), (naive, "the naive API's")):
+            match = [r for r in (other or {}).get("runs", []) if r["concurrency"] == level]
+            if match and match[0]["output_throughput"] > 0:
+                parts.append(f"{top['output_throughput'] / match[0]['output_throughput']:.2f}x {label}")
+        if parts:
+            lines.append(f"{t['name']}: {top['output_throughput']:.1f} output tok/s at concurrency "
+                         f"{level or 'inf'}, " + " and ".join(parts) + ".")
+        sm = top.get("server_metrics") or {}
+        if sm.get("kv_util") is not None:
+            lines.append(f"{t['name']}: {100 * sm['kv_util']:.1f}% of its allocated KV slots held tokens "
+                         f"(mean over the level's steps); a cache reserving max_model_len per request "
+                         f"would have used {100 * sm['kv_util_contiguous']:.1f}% on the same steps. "
+                         "Paging wastes only the unfilled end of each sequence's last block (half a "
+                         "block on average), which weighs more the shorter the sequences are.")
     return lines
 
 

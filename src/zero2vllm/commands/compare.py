@@ -30,6 +30,8 @@ from zero2vllm.cli import Z2VError, pass_app
               help="A running vLLM (default: start one from `z2v vllm install`'s venv).")
 @click.option("--no-naive", is_flag=True, help="Leave the naive API out.")
 @click.option("--no-vllm", is_flag=True, help="Leave vLLM out.")
+@click.option("--engine", "with_engine", is_flag=True,
+              help="Measure zero2vllm's own engine too (starts `z2v serve engine` on a free port).")
 @click.option("--target", "targets", multiple=True, metavar="NAME=URL",
               help="Another server to measure too (OpenAI or /generate API, detected); repeatable.")
 @click.option("--model", default="smollm2", show_default=True,
@@ -44,13 +46,15 @@ from zero2vllm.cli import Z2VError, pass_app
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vllm_url, no_naive,
-            no_vllm, targets, model, vllm_compiled, kv_cache_gib, seed, out_dir, as_json):
+            no_vllm, with_engine, targets, model, vllm_compiled, kv_cache_gib, seed, out_dir, as_json):
     """Benchmark the naive API and vLLM with identical requests, side by side.
 
     Each target is measured alone (servers compare starts are stopped before the next one
     starts), with the same prompts, output length and concurrency levels as `z2v bench`. While
     vLLM runs, its /metrics are read every second: requests running at once, KV cache use and
-    preemptions show *why* it is faster. The table goes to the terminal, compare.md, and the
+    preemptions show *why* it is faster. With --engine, zero2vllm's own engine runs the same
+    load, and its KV utilisation (tokens stored / slots allocated) is printed next to what a
+    contiguous per-request cache would use. The table goes to the terminal, compare.md, and the
     store (evidence for `z2v check vllm`); the plot to compare.png.
     """
     from zero2vllm import compare as C
@@ -66,6 +70,8 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     if not no_vllm:
         chosen.append(C.Target(C.VLLM, _url(vllm_url, "--vllm"), "openai",
                                kind=C.VLLM if vllm_url is None else "url"))
+    if with_engine:
+        chosen.append(C.Target(C.ENGINE, None, "openai", kind=C.ENGINE))
     try:
         for text in targets:
             t = C.parse_target(text)
@@ -75,7 +81,7 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     except C.CompareError as exc:
         raise Z2VError(str(exc)) from None
     if not chosen:
-        raise Z2VError("nothing to compare: drop --no-naive/--no-vllm or add --target NAME=URL")
+        raise Z2VError("nothing to compare: drop --no-naive/--no-vllm, add --engine or --target NAME=URL")
 
     cfg = C.CompareConfig(concurrency=levels, num_requests=num_requests, input_len=input_len,
                           output_len=output_len, seed=seed, model=model,

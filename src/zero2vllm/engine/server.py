@@ -314,6 +314,12 @@ class Server:
             ("z2v_engine_kv_utilization", "gauge", "Tokens stored / slots allocated, mean over steps.", kv["paged"]),
             ("z2v_engine_kv_utilization_contiguous", "gauge",
              "The same tokens over a contiguous max_model_len slab per request.", kv["contiguous_max_len"]),
+            # the sums behind the two means, so a client can take the mean over its own run
+            ("z2v_engine_kv_steps_total", "counter", "Steps with sequences holding KV.", e.stats.kv_steps),
+            ("z2v_engine_kv_utilization_sum_total", "counter", "Sum over steps of the paged utilisation.",
+             e.stats.kv_util_sum),
+            ("z2v_engine_kv_utilization_contiguous_sum_total", "counter",
+             "Sum over steps of the contiguous utilisation.", e.stats.contiguous_max_sum),
         ]
         lines = []
         for name, kind, help_text, value in rows:
