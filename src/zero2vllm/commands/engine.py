@@ -11,6 +11,7 @@ import sys
 import click
 
 from zero2vllm.cli import Z2VError
+from zero2vllm.traces import DEFAULTS, KEEP
 
 
 @click.group("engine")
@@ -21,42 +22,42 @@ def engine_group() -> None:
 @engine_group.command("trace")
 @click.argument("prompts", nargs=-1, required=True)
 @click.option("--model", default="smollm2", show_default=True, help="smollm2 | a Hugging Face Llama folder")
-@click.option("--max-tokens", type=click.IntRange(1, 512), default=6, show_default=True)
-@click.option("--block-size", type=click.IntRange(1, 256), default=16, show_default=True)
-@click.option("--num-kv-blocks", type=click.IntRange(1), default=32, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(1, 512), default=DEFAULTS["max_tokens"], show_default=True)
+@click.option("--block-size", type=click.IntRange(1, 256), default=DEFAULTS["block_size"], show_default=True)
+@click.option("--num-kv-blocks", type=click.IntRange(1), default=DEFAULTS["num_kv_blocks"], show_default=True,
               help="Size of the KV pool (small, so you can watch it fill; tiny forces preemption).")
-@click.option("--max-num-batched-tokens", type=click.IntRange(1), default=64, show_default=True,
-              help="Token budget per step (small values show chunked prompts).")
-@click.option("--max-num-seqs", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--max-num-batched-tokens", type=click.IntRange(1), default=DEFAULTS["max_num_batched_tokens"],
+              show_default=True, help="Token budget per step (small values show chunked prompts).")
+@click.option("--max-num-seqs", type=click.IntRange(1), default=DEFAULTS["max_num_seqs"], show_default=True)
 @click.option("--no-prefix-caching", is_flag=True)
-@click.option("--repeat", type=click.IntRange(1, 4), default=1, show_default=True,
+@click.option("--repeat", type=click.IntRange(1, 4), default=DEFAULTS["repeat"], show_default=True,
               help="Submit the prompts this many times, one round after another (round 2 hits the prefix cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (what the dashboard draws).")
+@click.option("--no-save", is_flag=True,
+              help=f"Don't keep this trace for the dashboard (by default the newest {KEEP} are kept).")
 def trace_cmd(prompts, model, max_tokens, block_size, num_kv_blocks, max_num_batched_tokens, max_num_seqs,
-              no_prefix_caching, repeat, as_json):
+              no_prefix_caching, repeat, as_json, no_save):
     """Run PROMPTS through the engine and print, step by step, what the scheduler decided.
 
     Each step shows which sequence computed how many tokens (prefill, chunk, decode,
     recompute), its block table, the token it sampled, preemptions, the waiting queue, and a
-    map of the block pool. Greedy decoding, fp32 on the CPU.
+    map of the block pool. Greedy decoding, fp32 on the CPU. The trace is saved under the data
+    directory (engine-traces/) and `z2v serve dashboard` draws it at /engine/trace.
     """
-    import torch
+    from zero2vllm.engine.trace import POOL_LEGEND, run_trace
+    from zero2vllm.models import ModelError
 
-    from zero2vllm.engine import EngineConfig, LLMEngine, SamplingParams
-    from zero2vllm.engine.trace import POOL_LEGEND, trace
-    from zero2vllm.models import ModelError, ensure_model_dir
-
+    settings = {"prompts": list(prompts), "model": model, "max_tokens": max_tokens, "block_size": block_size,
+                "num_kv_blocks": num_kv_blocks, "max_num_batched_tokens": max_num_batched_tokens,
+                "max_num_seqs": max_num_seqs, "prefix_caching": not no_prefix_caching, "repeat": repeat}
     try:
-        folder = ensure_model_dir(model)
-        torch.set_num_threads(min(2, torch.get_num_threads()))
-        engine = LLMEngine(EngineConfig(model=str(folder), block_size=block_size, num_kv_blocks=num_kv_blocks,
-                                        max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                                        enable_prefix_caching=not no_prefix_caching))
-        params = SamplingParams(max_tokens=max_tokens)
-        rounds = [trace(engine, list(prompts), params) for _ in range(repeat)]
+        record, path = run_trace(settings, source="cli", save=not no_save)
     except (ModelError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise Z2VError(str(exc)) from None
-    if as_json:
+    except OSError as exc:  # the trace ran but could not be saved (disk full, read-only data dir)
+        raise Z2VError(f"could not save the trace: {exc}; rerun with --no-save") from None
+    rounds = record["rounds"]
+    if as_json:  # stdout stays pure JSON (it is saved all the same)
         click.echo(json.dumps(rounds if repeat > 1 else rounds[0], indent=1))
         return
     first = rounds[0]
@@ -73,6 +74,8 @@ def trace_cmd(prompts, model, max_tokens, block_size, num_kv_blocks, max_num_bat
             extra = f", preempted {req['preemptions']}x" if req["preemptions"] else ""
             click.echo(f"seq {req['seq']} ({req['prompt_tokens']} prompt tokens, {req['finish_reason']}{extra}): "
                        f"{req['completion']!r}")
+    if path is not None:
+        click.echo(f"\nSaved to {path}; `z2v serve dashboard` draws it at /engine/trace.")
 
 
 def _print_step(step: dict) -> None:

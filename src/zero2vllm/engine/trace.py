@@ -4,9 +4,17 @@
 what the scheduler planned (which sequence computes how many tokens, which were preempted),
 each sequence's block table afterwards, the tokens sampled, and a map of the block pool
 (`pool`: one character per block; see POOL_LEGEND).
+
+`run_trace(settings)` is what `z2v engine trace` and the dashboard's "Run a trace" form both
+call: build an engine from the settings, trace the prompts (`repeat` rounds on the same engine,
+so round 2 can hit the prefix cache), and save the record for the dashboard (zero2vllm.traces).
 """
 
 from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
 
 from .llm_engine import LLMEngine
 from .sequence import SamplingParams
@@ -66,3 +74,44 @@ def trace(engine: LLMEngine, prompts: list, params: SamplingParams, max_steps: i
                  "finish_reason": s.finish_reason, "preemptions": s.num_preemptions} for i, s in enumerate(seqs)]
     return {"block_size": engine.config.block_size, "num_blocks": engine.block_manager.num_blocks,
             "budget_tokens": engine.config.max_num_batched_tokens, "requests": requests, "steps": steps}
+
+
+def run_trace(settings: dict, *, source: str = "cli", save: bool = True,
+              root: Path | str | None = None) -> tuple[dict, Path | None]:
+    """Run a trace described by SETTINGS (prompts, model and the keys of traces.DEFAULTS) and,
+    unless save=False, save it under ROOT/engine-traces (ROOT: the data directory).
+
+    Returns (record, saved path or None); the record's "rounds" holds one `trace()` dict per
+    round. Raises ModelError, ValueError (a prompt that can't fit), FileNotFoundError or
+    RuntimeError with a one-line reason; nothing is saved then.
+    """
+    import torch
+
+    from zero2vllm import traces
+    from zero2vllm.models import ensure_model_dir
+
+    from .config import EngineConfig
+
+    s = {**traces.DEFAULTS, **settings}
+    prompts = list(s["prompts"])
+    if not prompts:
+        raise ValueError("give at least one prompt")
+    started = time.perf_counter()
+    folder = ensure_model_dir(s.get("model") or "smollm2")
+    torch.set_num_threads(min(2, torch.get_num_threads()))  # a trace is tiny; leave cores to the rest
+    engine = LLMEngine(EngineConfig(model=str(folder), block_size=s["block_size"], num_kv_blocks=s["num_kv_blocks"],
+                                    max_num_batched_tokens=s["max_num_batched_tokens"],
+                                    max_num_seqs=s["max_num_seqs"], enable_prefix_caching=s["prefix_caching"]))
+    params = SamplingParams(max_tokens=s["max_tokens"])
+    rounds = [trace(engine, prompts, params) for _ in range(s["repeat"])]
+    first = rounds[0]
+    record = {"version": traces.VERSION, "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "source": source, "seconds": round(time.perf_counter() - started, 3),
+              "settings": {"model": s.get("model") or "smollm2", "model_path": str(folder), "prompts": prompts,
+                           **{k: s[k] for k in traces.DEFAULTS}},
+              "block_size": first["block_size"], "num_blocks": first["num_blocks"],
+              "budget_tokens": first["budget_tokens"], "rounds": rounds}
+    path = traces.save(record, root) if save else None
+    if path is not None:
+        record["name"] = path.stem
+    return record, path
