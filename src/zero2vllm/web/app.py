@@ -392,6 +392,11 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             resp.headers["Content-Disposition"] = "attachment; filename=plan.txt"
         return resp
 
+    # -- engine trace: `z2v engine trace` drawn (web/engine_trace.py) -------------------------
+    from zero2vllm.web import engine_trace
+
+    engine_trace.register(app)
+
     # -- errors: a page that says what happened, never a stack trace --------------------------
     def error_page(status: int, title: str, message: str, hint: str | None = None):
         if is_htmx():  # a message above the page; what was on screen stays
