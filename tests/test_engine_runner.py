@@ -170,3 +170,35 @@ def test_triton_decode_kernel_agrees_with_pytorch_when_interpreted(tiny_dir):
     proc = subprocess.run([sys.executable, "-c", KERNEL_CHECK, str(tiny_dir)], capture_output=True, text=True, env=env,
                           timeout=600)
     assert "kernel ok" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("lens,starts", [([5, 9, 3], [0, 0, 0]),     # whole prompts, padded: is_causal
+                                         ([6, 6], [0, 0]),           # whole prompts, equal: no padding at all
+                                         ([4, 7], [16, 3])])         # after a cached prefix / a chunk: the mask
+def test_prompt_attention_through_block_tables_equals_dense_causal_attention(lens, starts):
+    """Each prompt token attends to its sequence's earlier tokens only, wherever its blocks lie."""
+    import torch.nn.functional as F
+
+    from zero2vllm.engine.attention import build_group, gather_attention
+
+    torch.manual_seed(0)
+    bs, kvh, heads, d, num_blocks = 4, 2, 4, 8, 24
+    cache = torch.randn(num_blocks + 1, bs, 2, kvh, d)
+    tables, order = [], torch.randperm(num_blocks).tolist()
+    for s, n in zip(starts, lens):
+        need = -(-(s + n) // bs)
+        tables.append(order[:need])
+        order = order[need:]
+    group = build_group(tables, starts, lens, bs, num_blocks, "cpu", decode=False)
+    assert group.causal == (not any(starts))
+    q = torch.randn(sum(lens), heads, d)
+    out = gather_attention(q, cache, group)
+    row = 0
+    for table, s, n in zip(tables, starts, lens):
+        kv = cache[table].reshape(-1, 2, kvh, d)[: s + n]                     # this sequence's tokens, in order
+        k, v = (kv[:, i].transpose(0, 1).repeat_interleave(heads // kvh, 0) for i in (0, 1))
+        qs = q[row:row + n].transpose(0, 1)                                   # [heads, n, d]
+        allowed = torch.arange(s + n)[None, :] <= (s + torch.arange(n))[:, None]
+        want = F.scaled_dot_product_attention(qs, k, v, attn_mask=allowed).transpose(0, 1).reshape(n, -1)
+        torch.testing.assert_close(out[row:row + n], want, rtol=1e-5, atol=1e-5)
+        row += n

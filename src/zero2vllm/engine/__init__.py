@@ -7,10 +7,13 @@ sequence.py -> block_manager.py -> scheduler.py -> attention.py -> model.py -> m
 
 import os
 
-# Before torch loads OpenMP: idle OpenMP workers sleep instead of spinning. The engine shares the
-# cores with its own HTTP thread (and on a 2-core box with everything else); spinning workers
-# starve them (measured here under load: decode steps 3-5x slower). Set it to ACTIVE to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads OpenMP: an idle OpenMP worker spins a bounded while, then sleeps. A step's
+# ~600 small ops follow each other within microseconds, so a worker that sleeps at once (PASSIVE)
+# is woken hundreds of times a step, slowly on a VM; one that spins forever (ACTIVE alone) starves
+# the HTTP thread and the client between steps. Through HTTP on the 2-core box, 16 concurrent:
+# 151-159 output tok/s with this against 136-147 with PASSIVE (docs/benchmarks.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 
 from .config import EngineConfig, ModelConfig  # noqa: E402
 from .llm_engine import LLMEngine  # noqa: E402

@@ -34,6 +34,7 @@ class AttnGroup:
     max_q: int = 1                        # queries per sequence after padding
     q_index: torch.Tensor | None = None   # rows of the group's tokens -> padded [S * max_q] layout
     out_index: torch.Tensor | None = None  # padded rows that are real tokens, in token order
+    causal: bool = False                  # whole prompts from position 0: SDPA's is_causal, no mask
 
 
 @dataclass
@@ -67,10 +68,10 @@ def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) 
     kv = kv.view(num_seqs, max_blocks * block_size, 2, kv_heads, head_dim)
     k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # [seqs, kv_heads, slots, head_dim]
     mask = group.mask
-    if mask is None:  # inside a CUDA graph: decode rows attend to their first context_len slots
+    if mask is None and not group.causal:  # inside a CUDA graph: decode rows attend to their first context_len slots
         slots = torch.arange(max_blocks * block_size, device=q.device)
         mask = (slots < group.context_lens[:, None]).view(num_seqs, 1, 1, -1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=group.causal, enable_gqa=True)
     out = out.transpose(1, 2).reshape(num_seqs * group.max_q, -1)
     return out if group.out_index is None else out[group.out_index]
 
@@ -102,6 +103,16 @@ def build_group(block_tables: list[list[int]], q_starts: list[int], q_lens: list
         mask = (key_pos[None, :] < context_lens[:, None]).view(num_seqs, 1, 1, -1)
         return AttnGroup(to(tables), to(context_lens), to(mask))
     max_q = max(q_lens)
+    if not any(q_starts) and torch.device(device).type == "cpu":
+        # Whole prompts (no cached prefix, no earlier chunk): query i sits at position i, so SDPA's
+        # is_causal (query i sees keys 0..i; top-left aligned in PyTorch's CPU kernel) is the mask,
+        # and the kernel skips the blocks above the diagonal. Right padding is harmless: a real
+        # query never reaches past its own position.
+        if all(n == max_q for n in q_lens):  # nothing to pad: the flat rows already are [S, max_q]
+            return AttnGroup(to(tables), to(context_lens), None, max_q, causal=True)
+        causal = True
+    else:
+        causal = False
     starts = torch.tensor(q_starts, dtype=torch.int64)
     lens = torch.tensor(q_lens, dtype=torch.int64)
     i = torch.arange(max_q)
@@ -111,4 +122,5 @@ def build_group(block_tables: list[list[int]], q_starts: list[int], q_lens: list
     first_row = torch.cumsum(lens, 0) - lens                            # group row of each seq's 1st query
     q_index = torch.where(valid, first_row[:, None] + i[None, :], 0).reshape(-1)
     out_index = valid.reshape(-1).nonzero().squeeze(1)
-    return AttnGroup(to(tables), to(context_lens), to(mask), max_q, to(q_index), to(out_index))
+    return AttnGroup(to(tables), to(context_lens), None if causal else to(mask), max_q, to(q_index), to(out_index),
+                     causal)

@@ -369,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kv-cache-gb", type=float, default=1.0)
     ap.add_argument("--num-kv-blocks", type=int, default=None, help="overrides --kv-cache-gb")
     ap.add_argument("--max-num-seqs", type=int, default=64)
-    ap.add_argument("--max-num-batched-tokens", type=int, default=1024)
+    ap.add_argument("--max-num-batched-tokens", type=int, default=2048,
+                    help="token budget per step (default 2048, vLLM's for its CPU server)")
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--no-prefix-caching", action="store_true")
     ap.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")
