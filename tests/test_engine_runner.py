@@ -202,3 +202,26 @@ def test_prompt_attention_through_block_tables_equals_dense_causal_attention(len
         want = F.scaled_dot_product_attention(qs, k, v, attn_mask=allowed).transpose(0, 1).reshape(n, -1)
         torch.testing.assert_close(out[row:row + n], want, rtol=1e-5, atol=1e-5)
         row += n
+
+
+def test_decode_attention_through_block_tables_equals_dense_attention():
+    """One new token per sequence, contexts of different lengths in scattered blocks."""
+    import torch.nn.functional as F
+
+    from zero2vllm.engine.attention import build_group, gather_attention
+
+    torch.manual_seed(1)
+    bs, kvh, heads, d, num_blocks = 4, 2, 6, 8, 30
+    cache = torch.randn(num_blocks + 1, bs, 2, kvh, d)
+    lens, order, tables = [3, 13, 8], torch.randperm(num_blocks).tolist(), []
+    for n in lens:
+        tables.append(order[:-(-n // bs)])
+        order = order[len(tables[-1]):]
+    group = build_group(tables, [n - 1 for n in lens], [1] * len(lens), bs, num_blocks, "cpu", decode=True)
+    q = torch.randn(len(lens), heads, d)
+    out = gather_attention(q, cache, group)
+    for i, (table, n) in enumerate(zip(tables, lens)):
+        kv = cache[table].reshape(-1, 2, kvh, d)[:n]
+        k, v = (kv[:, j].transpose(0, 1).repeat_interleave(heads // kvh, 0) for j in (0, 1))
+        want = F.scaled_dot_product_attention(q[i][:, None], k, v).reshape(-1)   # heads in HF's order
+        torch.testing.assert_close(out[i], want, rtol=1e-5, atol=1e-5)

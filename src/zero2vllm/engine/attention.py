@@ -62,7 +62,12 @@ def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) 
     num_blocks, block_size, _, kv_heads, head_dim = kv_cache.shape
     if group.q_index is not None:
         q = q[group.q_index]
-    q = q.view(num_seqs, group.max_q, -1, head_dim).transpose(1, 2)
+    if group.max_q == 1:
+        # Decode: the query heads sharing a KV head become that head's queries (grouped-query
+        # attention as [seqs, kv_heads, heads per KV head, head_dim]): 3x fewer, larger pieces of work.
+        q = q.view(num_seqs, kv_heads, -1, head_dim)
+    else:
+        q = q.view(num_seqs, group.max_q, -1, head_dim).transpose(1, 2)
     # One 2-D index_select copies whole blocks, K and V together (fast); a 5-D one goes element by element.
     kv = kv_cache.view(num_blocks, -1).index_select(0, group.block_tables.reshape(-1))
     kv = kv.view(num_seqs, max_blocks * block_size, 2, kv_heads, head_dim)
@@ -71,8 +76,9 @@ def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) 
     if mask is None and not group.causal:  # inside a CUDA graph: decode rows attend to their first context_len slots
         slots = torch.arange(max_blocks * block_size, device=q.device)
         mask = (slots < group.context_lens[:, None]).view(num_seqs, 1, 1, -1)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=group.causal, enable_gqa=True)
-    out = out.transpose(1, 2).reshape(num_seqs * group.max_q, -1)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=group.causal,
+                                         enable_gqa=q.shape[1] != kv_heads)
+    out = (out if group.max_q == 1 else out.transpose(1, 2)).reshape(num_seqs * group.max_q, -1)
     return out if group.out_index is None else out[group.out_index]
 
 
