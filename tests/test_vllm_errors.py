@@ -258,6 +258,22 @@ def test_compare_requests_per_level(z2v, home, tmp_path):
     assert "one per concurrency level" in bad.output
 
 
+def test_compare_rounds_alternate_the_order_and_report_the_median_round(z2v, home, tmp_path):
+    with FakeServer(naive=True) as naive, FakeServer() as vllm:
+        out = z2v("compare", "--naive", naive.url, "--vllm", vllm.url, "--concurrency", "2", "--requests", "4",
+                  "--output-len", "3", "--input-len", "8", "--rounds", "3", "--out", str(tmp_path / "cmp")).output
+    headers = [ln for ln in out.splitlines() if ln.startswith("== ")]
+    assert headers == ["== naive (round 1 of 3) ==", "== vllm (round 1 of 3) ==", "== vllm (round 2 of 3) ==",
+                       "== naive (round 2 of 3) ==", "== naive (round 3 of 3) ==", "== vllm (round 3 of 3) =="]
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    for t in data["targets"]:
+        per_round = [r[-1] for r in t["rounds"]]
+        assert len(per_round) == 3
+        assert t["runs"][-1]["output_throughput"] == sorted(per_round)[1]  # the table's row is the median round
+    assert "Over 3 rounds in alternating order" in out
+    assert z2v("compare", "--no-naive", "--vllm", vllm.url, "--rounds", "0", expect=2).exit_code == 2
+
+
 def test_compare_refuses_a_dead_target_before_benchmarking(z2v, home):
     result = z2v("compare", "--no-naive", "--no-vllm", "--target", f"dead=http://127.0.0.1:{free_port()}",
                  expect=2)

@@ -52,6 +52,7 @@ class Target:
     scrape: list[dict] = field(default_factory=list)
     error: str | None = None
     ready_s: float | None = None
+    rounds: list[dict] = field(default_factory=list)  # one result per round; `result` is the median one
 
 
 @dataclass
@@ -69,6 +70,7 @@ class CompareConfig:
     timeout_s: float = 600.0
     start_timeout_s: float = 900.0
     scrape_interval_s: float = 1.0
+    rounds: int = 1  # > 1: measure every target again, in reversed order every other round
 
 
 def free_port() -> int:
@@ -276,20 +278,33 @@ def run_compare(targets: list[Target], cfg: CompareConfig, *, out_dir: Path,
     preflight(targets, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    for t in targets:
-        echo(f"\n== {t.name} ==")
-        try:
-            _measure(t, cfg, out_dir, echo)
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one failing target must not lose the others' numbers
-            from zero2vllm.bench import BenchError
-            from zero2vllm.vllm_serve import ServeError
-
-            if not isinstance(exc, (BenchError, ServeError, CompareError)):
+    for r in range(cfg.rounds):
+        # Every other round in reverse, so no target always runs first (or right after another).
+        for t in (targets if r % 2 == 0 else targets[::-1]):
+            if t.error:
+                continue
+            echo(f"\n== {t.name}{f' (round {r + 1} of {cfg.rounds})' if cfg.rounds > 1 else ''} ==")
+            if t.kind != "url":  # a server we own starts afresh every round
+                t.url = t.pid = None
+            t.result = None
+            try:
+                _measure(t, cfg, out_dir, echo)
+            except KeyboardInterrupt:
                 raise
-            t.error = str(exc)
-            echo(f"{t.name}: {t.error}")
+            except Exception as exc:  # one failing target must not lose the others' numbers
+                from zero2vllm.bench import BenchError
+                from zero2vllm.vllm_serve import ServeError
+
+                if not isinstance(exc, (BenchError, ServeError, CompareError)):
+                    raise
+                t.error = str(exc)
+                echo(f"{t.name}: {t.error}")
+            if t.result:
+                t.rounds.append(t.result)
+    for t in targets:
+        if len(t.rounds) > 1:  # the round in the middle by output throughput at the highest level
+            ranked = sorted(t.rounds, key=lambda res: res["runs"][-1]["output_throughput"])
+            t.result = ranked[(len(ranked) - 1) // 2]
     result = build_result(targets, cfg, time.perf_counter() - started)
     (out_dir / "compare.json").write_text(json.dumps(_clean(result), indent=2))
     (out_dir / "compare.md").write_text(format_table(result, markdown=True) + "\n\n"
@@ -403,11 +418,14 @@ def build_result(targets: list[Target], cfg: CompareConfig, duration_s: float) -
         "config": {"concurrency": cfg.concurrency, "num_requests": cfg.num_requests,
                    "input_len": cfg.input_len, "output_len": cfg.output_len, "seed": cfg.seed,
                    "model": cfg.model, "vllm_eager": cfg.vllm_eager,
-                   "kv_cache_gib": cfg.kv_cache_gib},
+                   "kv_cache_gib": cfg.kv_cache_gib, "rounds": cfg.rounds},
         "targets": [{"name": t.name, "kind": t.kind, "api": t.api, "url": t.url,
                      "ready_s": t.ready_s, "error": t.error,
                      "model": (t.result or {}).get("model"),
-                     "runs": (t.result or {}).get("runs", [])} for t in targets],
+                     "runs": (t.result or {}).get("runs", []),
+                     # output tok/s per round and level, when measured more than once
+                     "rounds": [[run["output_throughput"] for run in res["runs"]] for res in t.rounds]
+                     if len(t.rounds) > 1 else []} for t in targets],
     }
 
 
@@ -524,6 +542,11 @@ def explain(result: dict) -> list[str]:
         lines.append("Careful: other processes used the CPU during the run ("
                      + ", ".join(f"{n} at {c or 'inf'}: {100 * f:.0f}% of all cores" for n, c, f in busy)
                      + "); those levels are pessimistic: rerun on a quiet machine to trust them.")
+    if result["config"].get("rounds", 1) > 1:
+        lines.append(f"Over {result['config']['rounds']} rounds in alternating order, output tok/s at the highest "
+                     "level (the table shows each target's median round): " + "; ".join(
+                         f"{t['name']} " + ", ".join(f"{r[-1]:.1f}" for r in t["rounds"])
+                         for t in result["targets"] if t.get("rounds")) + ".")
     lines += _others(result, naive, vllm)
     if not (naive and vllm and naive["runs"] and vllm["runs"]):
         return lines

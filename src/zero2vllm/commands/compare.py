@@ -40,13 +40,17 @@ from zero2vllm.cli import Z2VError, pass_app
               help="Start vLLM with torch.compile (faster, ~2-3 min start) instead of --enforce-eager.")
 @click.option("--kv-cache-gib", type=click.IntRange(1), default=2, show_default=True,
               help="KV cache of the vLLM compare starts (GiB of RAM).")
+@click.option("--rounds", type=click.IntRange(1, 9), default=1, show_default=True,
+              help="Measure every target this many times, in reversed order every other round; the "
+                   "table shows each target's median round (for noisy, shared machines).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for compare.json/.md/.png (default: DATA_DIR/compare/<time>).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
 def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vllm_url, no_naive,
-            no_vllm, with_engine, targets, model, vllm_compiled, kv_cache_gib, seed, out_dir, as_json):
+            no_vllm, with_engine, targets, model, vllm_compiled, kv_cache_gib, rounds, seed, out_dir,
+            as_json):
     """Benchmark the naive API and vLLM with identical requests, side by side.
 
     Each target is measured alone (servers compare starts are stopped before the next one
@@ -85,7 +89,7 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
 
     cfg = C.CompareConfig(concurrency=levels, num_requests=num_requests, input_len=input_len,
                           output_len=output_len, seed=seed, model=model,
-                          vllm_eager=not vllm_compiled, kv_cache_gib=kv_cache_gib)
+                          vllm_eager=not vllm_compiled, kv_cache_gib=kv_cache_gib, rounds=rounds)
     out_dir = out_dir or data_dir() / "compare" / time.strftime("%Y%m%d-%H%M%S")
     echo = (lambda line: click.echo(line, err=True))
     from zero2vllm.commands.vllm import stop_on_signals
