@@ -341,6 +341,15 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
             t.ready_s = server.wait_ready(cfg.start_timeout_s)
             t.url, t.pid = server.url, server.proc.pid
             echo(f"vLLM ready after {t.ready_s:.0f} s")
+        # One short request first (as vllm bench serve does): it fails fast on a broken server and
+        # warms it up, outside the levels' scraped windows so it counts in none of their metrics.
+        probe = bench.run_benchmark(t.url, api=t.api, concurrency=[1], num_requests=1,
+                                    input_len=min(cfg.input_len, 16), output_len=min(cfg.output_len, 4),
+                                    seed=cfg.seed + 999, metrics_url=None, timeout_s=cfg.timeout_s,
+                                    warmup=False)["runs"][0]
+        if not probe["completed"]:
+            raise bench.BenchError(f"the warm-up request to {t.url} failed: "
+                                   f"{(probe['errors'] or ['no answer'])[0]}")
         runs = []
         for i, level in enumerate(cfg.concurrency):
             scraper = Scraper(t.url, cfg.scrape_interval_s).start()
@@ -350,7 +359,7 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
                     t.url, api=t.api, concurrency=[level], num_requests=requests_for(cfg, i),
                     input_len=cfg.input_len, output_len=cfg.output_len, seed=cfg.seed,
                     pid=t.pid, metrics_url="auto" if t.pid is None else None,
-                    timeout_s=cfg.timeout_s, warmup=(i == 0),
+                    timeout_s=cfg.timeout_s, warmup=False,
                     progress=lambda line, n=t.name: echo(f"{n}: {line}"))
             finally:
                 samples = scraper.stop()
