@@ -13,6 +13,8 @@ from datetime import date
 
 import pytest
 
+from web_helpers import csrf_token, token_of
+
 NOW = "2026-12-02T10:30:00"  # a Wednesday in week 2 of a plan starting 2026-11-23
 
 
@@ -29,11 +31,6 @@ def app(home, monkeypatch, z2v):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def token_of(client, path="/week/1") -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def status_json(z2v) -> dict:
@@ -294,7 +291,7 @@ def test_cached_overview_serves_the_same_page_and_still_shows_messages(app, z2v)
     second = c.get("/")  # served from the cache before Flask
     assert second.status_code == 200 and second.get_data() == first.get_data()
     assert second.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
-    token = re.search(r'name="csrf_token" value="([^"]+)"', second.get_data(as_text=True)).group(1)
+    token = csrf_token(second.get_data(as_text=True))
     z2v("log", "w2.kv-cache-transformers", "15m")
     resp = c.post("/undo", data={"csrf_token": token, "next": "/"})
     assert resp.status_code == 302

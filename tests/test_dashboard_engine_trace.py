@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from model_cache import smollm2_dir, tiny_model_dir  # noqa: F401
+from web_helpers import token_of
 
 pytest.importorskip("torch")
 pytest.importorskip("flask")
@@ -45,11 +46,6 @@ def app(home, tiny_model_dir):  # noqa: F811
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def token_of(client) -> str:
-    html = client.get("/engine/trace").get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def svg(html: str, svg_id: str) -> str:
@@ -163,7 +159,7 @@ def test_empty_state_says_how_to_make_a_trace(client):
 
 
 def test_form_errors_csrf_and_a_good_run(client, home):
-    token = token_of(client)
+    token = token_of(client, "/engine/trace")
     good = {"prompts": "one two three four five six seven\nhi\n", "max_tokens": "2", "block_size": "4",
             "num_kv_blocks": "16", "max_num_batched_tokens": "64", "max_num_seqs": "8", "repeat": "2",
             "prefix_caching": "on", "csrf_token": token}

@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+from web_helpers import token_of
+
 NOW = "2026-12-02T10:30:00"  # a Wednesday in week 2 of a plan starting 2026-11-23
 # (fake time, ratings in order): a first session, the next day, and the day week 3 starts
 STEPS = [(NOW, [3, 1, 4, 2]), ("2026-12-03T09:00:00", [3, 3, 1]), ("2026-12-07T09:00:00", [3, 4, 3, 2, 3])]
@@ -26,11 +28,6 @@ def app(home, monkeypatch, z2v):
 @pytest.fixture
 def client(app):
     return app.test_client()
-
-
-def token_of(client) -> str:
-    html = client.get("/week/1").get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def shown_card(html: str) -> str | None:
