@@ -10,8 +10,7 @@ import os
 # Before torch loads OpenMP: an idle OpenMP worker spins a bounded while, then sleeps. A step's
 # ~600 small ops follow each other within microseconds, so a worker that sleeps at once (PASSIVE)
 # is woken hundreds of times a step, slowly on a VM; one that spins forever (ACTIVE alone) starves
-# the HTTP thread and the client between steps. Through HTTP on the 2-core box, 16 concurrent:
-# 151-159 output tok/s with this against 136-147 with PASSIVE (docs/benchmarks.md).
+# the HTTP thread and the client between steps. benchmarks/engine_cpu_ab.sh compares settings.
 os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 
