@@ -53,6 +53,14 @@ class ModelRunner:
         self.decode_kernel = None
         self.graphs: dict = {}
         self.graph_pool = None
+        if self.device.type == "cpu" and not cfg.enforce_eager:
+            try:
+                self.model.ops.compile(min_tokens=128)
+                self.warm_up(256)  # builds the fused kernels now, not on the first request
+            except Exception as exc:  # e.g. no C++ compiler: slower, still correct
+                print(f"engine: torch.compile of the pointwise ops failed ({exc!r}); running eagerly",
+                      file=sys.stderr)
+                self.model.ops.__init__()
         if self.device.type == "cuda":
             from .triton_attention import load_decode_kernel
 
@@ -68,6 +76,16 @@ class ModelRunner:
         mc = self.config.model_config
         per_block = 2 * mc.num_layers * self.block_size * mc.num_kv_heads * mc.head_dim * self.dtype.itemsize
         return max(1, int(gigabytes * 2**30 // per_block))
+
+    @torch.inference_mode()
+    def warm_up(self, num_tokens: int) -> None:
+        """A throwaway prompt of `num_tokens` tokens whose K/V all go to the spare block."""
+        blocks = [self.pad_block] * -(-num_tokens // self.block_size)
+        group = build_group([blocks], [0], [num_tokens], self.block_size, self.pad_block, self.device, decode=False)
+        slots = torch.full((num_tokens,), self.pad_block * self.block_size, device=self.device)
+        ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
+        positions = torch.arange(num_tokens, device=self.device) % self.config.max_model_len  # any valid ones
+        self.model(ids, positions, StepContext(slots, 0, None, group))
 
     # -- one step ----------------------------------------------------------------------------
 
