@@ -1,6 +1,8 @@
 """The dashboard in a real browser: Debian's chromium driven by Playwright (no downloaded
 browser). Ticks an item, logs 30 minutes, runs a timer, writes a note with <script>, reviews a
 concept card, imports a bad plan, then checks that `z2v status --json` and `z2v history --json` agree.
+Then the engine trace page: runs a trace with a pool small enough to preempt, from its form, and
+checks the drawing is on screen and the step links walk through it.
 
 Needs `apt-get install -y chromium` (scripts/test.sh does it when run as root) and the
 `playwright` Python package (the test extra). Screenshots of every page go to
@@ -18,6 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from model_cache import smollm2_dir, tiny_model_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -42,6 +46,16 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def server(home):
+    yield from dashboard_process()
+
+
+@pytest.fixture
+def trace_server(home, tiny_model_dir, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("ZERO2VLLM_TRACE_MODEL", str(tiny_model_dir))  # the Run form's model: fast
+    yield from dashboard_process()
+
+
+def dashboard_process():
     proc = subprocess.Popen([sys.executable, "-m", "zero2vllm", "serve", "dashboard", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     line = proc.stdout.readline()
@@ -194,3 +208,32 @@ def test_browser_flow_agrees_with_the_cli(server, page):
     assert cards[first]["reviews"] == 1 and cards[first]["state"] == "learning"  # rated Good once
     logged = sum(e["seconds"] for e in history) / 3600
     assert status["hours"]["logged"] == pytest.approx(logged, abs=0.01)
+
+
+def test_engine_trace_page_runs_and_draws_a_trace(trace_server, page):
+    page.goto(trace_server + "/engine/trace")
+    page.locator("#empty").wait_for()
+    form = page.locator("#run form")
+    form.locator("#trace-prompts").fill("one two three four five six seven\nhi")
+    for name, value in {"max_tokens": "8", "block_size": "2", "num_kv_blocks": "8"}.items():
+        form.locator(f"input[name={name}]").fill(value)  # a pool this small preempts the newer one
+    form.get_by_role("button", name="Run and save").click()
+    page.wait_for_url(re.compile(r"/engine/trace/trace-"), timeout=60_000)
+
+    timeline, pool = page.locator("svg#timeline"), page.locator("svg#pool")
+    for drawing in (timeline, pool):  # drawn on screen, not just present in the HTML
+        box = drawing.bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 40
+    assert timeline.locator("rect").count() > 10 and pool.locator("rect").count() > 10
+    titles = timeline.locator("title").all_text_contents()  # SVG: no inner_text
+    assert any(": preempted" in t for t in titles), titles[:5]
+    assert page.locator("#saved a").count() == 1
+
+    first = page.locator("#step h2").inner_text()
+    page.locator("#next-step").click()
+    page.wait_for_function(f"document.querySelector('#step h2').innerText !== {json.dumps(first)}")
+    assert page.locator("#step h2").inner_text().startswith("Step 2 of ")
+    assert page.locator("#step table.btables tbody tr").count() >= 1
+    assert page.locator("#prev-step").count() == 1
+    shot(page, "engine-trace")
+    assert page.problems == []
