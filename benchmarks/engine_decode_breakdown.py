@@ -48,7 +48,8 @@ def main() -> None:
     ms(forward, 30)  # warm-up
     rows = [("whole forward (30 layers)", ms(forward))]
     switches = [("without attention", "paged_attention", lambda q, kv, c: q.reshape(q.shape[0], -1)),
-                ("without the KV write", "store_kv", lambda *a: None)]
+                ("without the KV write", "store_kv", lambda *a: None),
+                ("without RoPE", "apply_rope", lambda x, c, s: x)]
     for label, name, stub in switches:  # the names model.py calls
         real = getattr(M, name)
         setattr(M, name, stub)
@@ -56,15 +57,10 @@ def main() -> None:
             rows.append((label, ms(forward)))
         finally:
             setattr(M, name, real)
-    ops = runner.model.ops  # decode steps run these eagerly (under PointwiseOps' min_tokens)
-    for label, name, stub in [("without RoPE", "rope", lambda x, c, s: x),
-                              ("without RMSNorm (add kept)", "add_rms_norm", lambda x, d, w, e: (x + d,) * 2)]:
-        real = getattr(ops, name)
-        setattr(ops, name, stub)
-        try:
-            rows.append((label, ms(forward)))
-        finally:
-            setattr(ops, name, real)
+    norm = M.RMSNorm.forward
+    M.RMSNorm.forward = lambda self, x: x
+    rows.append(("without RMSNorm", ms(forward)))
+    M.RMSNorm.forward = norm
     rows.append(("whole forward, again", ms(forward)))  # the first timing may still be warming up
     hidden = torch.randn(16, runner.model.cfg.hidden_size)
     rows.append(("LM head alone (16 rows)", ms(lambda: runner.model.compute_logits(hidden))))

@@ -2,8 +2,7 @@
 
 Mixed-length prompts are submitted at once, so each step mixes prompts with decodes; then again
 with prefix caching hits, without prefix caching, with a pool so small that sequences are
-preempted and recomputed, with a token budget so small that prompts are chunked, with plain
-PyTorch pointwise ops (`enforce_eager`) and with torch.compile's fused ones on every step.
+preempted and recomputed, and with a token budget so small that prompts are chunked.
 """
 
 from __future__ import annotations
@@ -94,13 +93,3 @@ def test_matches_hf_with_preemption_and_chunked_prompts(smollm2_dir, reference):
     assert_same(run(engine), want)
     assert engine.scheduler.num_preemptions > 0
     assert engine.block_manager.num_free_blocks == 9
-
-
-@pytest.mark.slow
-def test_matches_hf_eager_and_with_every_step_fused(smollm2_dir, reference):  # noqa: F811
-    tok, want = reference
-    assert_same(run(make_engine(smollm2_dir, tok, enforce_eager=True)), want)  # plain PyTorch ops
-    engine = make_engine(smollm2_dir, tok)
-    assert engine.runner.model.ops.compiled
-    engine.runner.model.ops.compile(min_tokens=1)  # decode steps through torch.compile's kernels too
-    assert_same(run(engine), want)

@@ -79,28 +79,6 @@ def test_loader_and_paths_match_hf(tiny_dir):
     assert 6 in replays and len(replays) >= 10  # batch of 6 padded into the graph of 8
 
 
-def test_compiled_pointwise_ops_agree_with_eager(tiny_dir):
-    from zero2vllm.engine import model as M
-
-    eager = engine_for(tiny_dir, enforce_eager=True)
-    assert not eager.runner.model.ops.compiled and eager.runner.model.ops.rope is M.apply_rope
-    fused = engine_for(tiny_dir)
-    ops = fused.runner.model.ops
-    assert ops.compiled  # on the CPU by default; False here means torch.compile failed (see stderr)
-    x, delta, w = torch.randn(200, 64), torch.randn(200, 64), torch.rand(64)
-    qk, cos, sin = torch.randn(200, 6, 16), torch.randn(200, 1, 16), torch.randn(200, 1, 16)
-    torch.testing.assert_close(ops.rope(qk, cos, sin), M.apply_rope(qk, cos, sin))
-    gate_up = torch.randn(200, 192)
-    torch.testing.assert_close(ops.silu_and_mul(gate_up), M.silu_and_mul(gate_up))
-    for got, want in zip(ops.add_rms_norm(x, delta, w, 1e-5), M.add_rms_norm(x, delta, w, 1e-5)):
-        torch.testing.assert_close(got, want)
-    ops.compile(min_tokens=1)  # every step through the compiled kernels, decodes too
-    ps, params = prompts(), SamplingParams(max_tokens=12, ignore_eos=True)
-    outs = [o["token_ids"] for o in fused.generate(ps, params)]
-    assert hf_gap(tiny_dir, ps, outs) < 1e-4
-    assert outs == [o["token_ids"] for o in eager.generate(ps, params)]
-
-
 def test_sampling_min_tokens_and_stop(tiny_dir):
     engine = engine_for(tiny_dir)
     p = prompts()[2]

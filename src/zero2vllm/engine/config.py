@@ -73,7 +73,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 1024   # most tokens (prompt chunks + decodes) in one step
     max_model_len: int | None = None     # None: the model's max_position_embeddings (capped 4096)
     enable_prefix_caching: bool = True
-    enforce_eager: bool = False          # True: no CUDA graphs (GPU), no torch.compile'd pointwise ops (CPU)
+    enforce_eager: bool = False          # on CUDA: False captures CUDA graphs for decode steps
     prepack_weights: bool = True         # on CPU: oneDNN-packed weights (faster small-batch matmuls)
     num_threads: int | None = None       # torch CPU threads (None: all cores)
     seed: int = 0

@@ -54,45 +54,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
-    """The MLP's activation on the fused gate/up output: silu(gate) * up."""
-    gate, up = x.chunk(2, dim=-1)
-    return F.silu(gate) * up
-
-
-def add_rms_norm(x, delta, weight, eps: float):
-    """The residual add and the next RMSNorm: (x + delta, norm(x + delta)), as Hugging Face writes it.
-
-    (F.rms_norm gives the same bits in fp32 but runs more small kernels: slower on a decode step.)
-    """
-    x = x + delta
-    return x, weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
-
-
-class PointwiseOps:
-    """The element-wise steps between the matmuls, which `compile` can fuse (CPU, large steps).
-
-    Eagerly each is several PyTorch kernels, each a pass over a [T, width] tensor; `torch.compile`
-    turns each function into one generated C++ loop (vLLM's CPU backend has hand-written C++
-    kernels for the same three). On the 2-core CPU that made a 1024-token prefill 15% faster
-    (1573 -> 1336 ms), but each compiled call costs ~80 us more than the eager ops it replaces, so
-    a 16-row decode step got slower (51 -> 58 ms): steps under `min_tokens` rows stay eager.
-    """
-
-    def __init__(self):
-        self.rope, self.silu_and_mul, self.add_rms_norm = apply_rope, silu_and_mul, add_rms_norm
-        self.compiled = False
-
-    def compile(self, min_tokens: int = 128) -> None:
-        def big_steps_only(fn):
-            compiled = torch.compile(fn, dynamic=True)
-            return lambda x, *args: (compiled if x.shape[0] >= min_tokens else fn)(x, *args)
-
-        self.rope, self.silu_and_mul, self.add_rms_norm = (
-            big_steps_only(fn) for fn in (apply_rope, silu_and_mul, add_rms_norm))
-        self.compiled = True
-
-
 class Linear(nn.Linear):
     """nn.Linear without bias, plus an optional oneDNN-prepacked copy of the weight for the CPU.
 
@@ -129,9 +90,8 @@ def prepack_for_cpu(model: nn.Module) -> bool:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, ops: PointwiseOps):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ops = ops
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size)
@@ -141,48 +101,42 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, ctx: StepContext):
         qkv = self.qkv_proj(x)
         h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        qk = self.ops.rope(qkv[:, :(h + kvh) * d].view(-1, h + kvh, d), cos, sin)  # q and k heads at once
+        qk = apply_rope(qkv[:, :(h + kvh) * d].view(-1, h + kvh, d), cos, sin)  # q and k heads at once
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, (h + kvh) * d:].view(-1, kvh, d)
         store_kv(self.kv_cache, k, v, ctx.slot_mapping)
         return self.o_proj(paged_attention(q, self.kv_cache, ctx))
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig, ops: PointwiseOps):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ops = ops
         self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
         self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x):
-        return self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class RMSNorm(nn.Module):
-    """Holds a norm's weight and epsilon; the norm itself runs in `add_rms_norm`."""
-
     def __init__(self, size: int, eps: float):
         super().__init__()
         self.weight, self.eps = nn.Parameter(torch.ones(size)), eps
 
+    def forward(self, x):  # as Hugging Face writes it (F.rms_norm: same bits, more small kernels here)
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, ops: PointwiseOps):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attn, self.mlp, self.ops = Attention(cfg, ops), MLP(cfg, ops), ops
+        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, delta, cos, sin, ctx):
-        """x: the residual stream; delta: the previous layer's MLP output, not yet added to it.
-
-        Carrying the add into the next norm (as vLLM does) makes each add + RMSNorm one fused step.
-        Returns (x, this layer's MLP output).
-        """
-        x, h = self.ops.add_rms_norm(x, delta, self.input_layernorm.weight, self.input_layernorm.eps)
-        norm2 = self.post_attention_layernorm
-        x, h = self.ops.add_rms_norm(x, self.self_attn(h, cos, sin, ctx), norm2.weight, norm2.eps)
-        return x, self.mlp(h)
+    def forward(self, x, cos, sin, ctx):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, ctx)
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 class LlamaModel(nn.Module):
@@ -194,9 +148,9 @@ class LlamaModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.cfg, self.ops = cfg, PointwiseOps()
+        self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, self.ops) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.cos = self.sin = torch.empty(0)
@@ -224,10 +178,9 @@ class LlamaModel(nn.Module):
         x = self.embed_tokens(input_ids)
         cos = self.cos[positions].unsqueeze(1)  # [T, 1, head_dim], shared by all heads
         sin = self.sin[positions].unsqueeze(1)
-        delta = torch.zeros_like(x)
         for layer in self.layers:
-            x, delta = layer(x, delta, cos, sin, ctx)
-        return self.ops.add_rms_norm(x, delta, self.norm.weight, self.norm.eps)[1]
+            x = layer(x, cos, sin, ctx)
+        return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()

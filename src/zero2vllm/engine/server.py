@@ -373,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="token budget per step (default 2048, vLLM's for its CPU server)")
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--no-prefix-caching", action="store_true")
-    ap.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs on a GPU, no torch.compile on the CPU (as vLLM's flag)")
+    ap.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")
     return ap
 
 

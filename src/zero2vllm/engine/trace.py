@@ -101,8 +101,7 @@ def run_trace(settings: dict, *, source: str = "cli", save: bool = True,
     torch.set_num_threads(min(2, torch.get_num_threads()))  # a trace is tiny; leave cores to the rest
     engine = LLMEngine(EngineConfig(model=str(folder), block_size=s["block_size"], num_kv_blocks=s["num_kv_blocks"],
                                     max_num_batched_tokens=s["max_num_batched_tokens"],
-                                    max_num_seqs=s["max_num_seqs"], enable_prefix_caching=s["prefix_caching"],
-                                    enforce_eager=True))  # a few short prompts: compiling would cost more
+                                    max_num_seqs=s["max_num_seqs"], enable_prefix_caching=s["prefix_caching"]))
     params = SamplingParams(max_tokens=s["max_tokens"])
     rounds = [trace(engine, prompts, params) for _ in range(s["repeat"])]
     first = rounds[0]
