@@ -3,8 +3,9 @@
     PYTHONPATH=src python benchmarks/engine_decode_breakdown.py
 
 16 sequences of 150 random prompt tokens are prefilled and decoded 20 steps, then one decode
-batch is run again and again (median of 15 forwards) as it is, and with attention, the KV write,
-RoPE or RMSNorm replaced by a no-op. The differences say what each part costs; the outputs of
+batch is run again and again (median of 15 forwards) as it is (decode attention by the C++
+kernel, cpu_attention.py), with the PyTorch gather + SDPA attention instead, and with attention,
+the KV write, RoPE or RMSNorm replaced by a no-op. The differences say what each part costs; the outputs of
 the switched-off runs are wrong, only their time matters. SmolLM2-135M, fp32.
 """
 
@@ -47,6 +48,9 @@ def main() -> None:
     forward = lambda: runner.model(ids, pos, ctx)  # noqa: E731
     ms(forward, 30)  # warm-up
     rows = [("whole forward (30 layers)", ms(forward))]
+    kernel, ctx.decode_kernel = ctx.decode_kernel, None  # the C++ kernel, if it loaded
+    rows.append(("with gather + SDPA attention", ms(forward)))
+    ctx.decode_kernel = kernel
     switches = [("without attention", "paged_attention", lambda q, kv, c: q.reshape(q.shape[0], -1)),
                 ("without the KV write", "store_kv", lambda *a: None),
                 ("without RoPE", "apply_rope", lambda x, c, s: x)]
@@ -64,7 +68,8 @@ def main() -> None:
     rows.append(("whole forward, again", ms(forward)))  # the first timing may still be warming up
     hidden = torch.randn(16, runner.model.cfg.hidden_size)
     rows.append(("LM head alone (16 rows)", ms(lambda: runner.model.compute_logits(hidden))))
-    print(f"decode batch: {ids.shape[0]} sequences, context {ctx.decode.context_lens.max().item()} tokens")
+    print(f"decode batch: {ids.shape[0]} sequences, context {ctx.decode.context_lens.max().item()} tokens, "
+          f"decode attention: {'C++ kernel' if kernel else 'PyTorch (the kernel did not load)'}")
     print(f"{'what':<28} {'ms':>7}")
     for label, value in rows:
         print(f"{label:<28} {value:7.2f}")

@@ -1,8 +1,9 @@
 """The engine's greedy outputs equal Hugging Face generate's, token for token (SmolLM2, fp32, CPU).
 
 Mixed-length prompts are submitted at once, so each step mixes prompts with decodes; then again
-with prefix caching hits, without prefix caching, with a pool so small that sequences are
-preempted and recomputed, and with a token budget so small that prompts are chunked.
+with prefix caching hits, without prefix caching (and with the PyTorch decode attention instead
+of the C++ kernel), with a pool so small that sequences are preempted and recomputed, and with a
+token budget so small that prompts are chunked.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def assert_same(got, want):
 def test_matches_hf_with_prefix_caching(smollm2_dir, reference):  # noqa: F811
     tok, want = reference
     engine = make_engine(smollm2_dir, tok, enable_prefix_caching=True)
+    assert engine.runner.decode_kernel is not None  # the C++ decode attention (cpu_attention.py)
     assert_same(run(engine), want)
     assert engine.block_manager.prefix_hits == 0  # all submitted at once: nothing cached yet
     steps_first = engine.stats.steps
@@ -80,7 +82,8 @@ def test_matches_hf_with_prefix_caching(smollm2_dir, reference):  # noqa: F811
 @pytest.mark.slow
 def test_matches_hf_without_prefix_caching(smollm2_dir, reference):  # noqa: F811
     tok, want = reference
-    engine = make_engine(smollm2_dir, tok, enable_prefix_caching=False)
+    engine = make_engine(smollm2_dir, tok, enable_prefix_caching=False, cpu_decode_kernel=False)
+    assert engine.runner.decode_kernel is None  # the PyTorch gather + SDPA path
     assert_same(run(engine), want)
     assert engine.block_manager.prefix_hits == 0 and not engine.block_manager.hash_to_block
 

@@ -225,3 +225,37 @@ def test_decode_attention_through_block_tables_equals_dense_attention():
         k, v = (kv[:, j].transpose(0, 1).repeat_interleave(heads // kvh, 0) for j in (0, 1))
         want = F.scaled_dot_product_attention(q[i][:, None], k, v).reshape(-1)   # heads in HF's order
         torch.testing.assert_close(out[i], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads,kvh,bs,d", [(9, 3, 16, 64),   # SmolLM2's shape
+                                            (4, 4, 4, 8),     # no grouping, small blocks
+                                            (8, 2, 8, 32)])
+def test_cpu_decode_kernel_equals_dense_attention(heads, kvh, bs, d):
+    """The C++ kernel reads K/V in place through block tables; it must give dense attention's result."""
+    import shutil
+
+    import torch.nn.functional as F
+
+    from zero2vllm.engine.attention import build_group
+    from zero2vllm.engine.cpu_attention import load_cpu_decode_kernel
+
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("no C++ compiler: the engine falls back to the PyTorch path (tested above)")
+    torch.manual_seed(2)
+    num_blocks = 60
+    cache = torch.randn(num_blocks + 1, bs, 2, kvh, d)
+    kernel = load_cpu_decode_kernel(cache, heads)
+    assert kernel is not None  # a compiler is here, so it must build and pass its own check
+    lens, order, tables = [1, bs, bs + 1, 7 * bs - 2, 3], torch.randperm(num_blocks).tolist(), []
+    for n in lens:
+        tables.append(order[:-(-n // bs)])
+        order = order[len(tables[-1]):]
+    group = build_group(tables, [n - 1 for n in lens], [1] * len(lens), bs, num_blocks, "cpu", decode=True)
+    wide = torch.randn(len(lens), heads + 2 * kvh, d)  # q as the engine passes it: a view of q|k|v rows
+    q = wide[:, :heads]
+    out = kernel(q, cache, group)
+    for i, (table, n) in enumerate(zip(tables, lens)):
+        kv = cache[table].reshape(-1, 2, kvh, d)[:n]
+        k, v = (kv[:, j].transpose(0, 1).repeat_interleave(heads // kvh, 0) for j in (0, 1))
+        want = F.scaled_dot_product_attention(q[i][:, None], k, v).squeeze(1)
+        torch.testing.assert_close(out[i], want, rtol=1e-5, atol=1e-5)

@@ -75,6 +75,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False          # on CUDA: False captures CUDA graphs for decode steps
     prepack_weights: bool = True         # on CPU: oneDNN-packed weights (faster small-batch matmuls)
+    cpu_decode_kernel: bool = True       # on CPU: decode attention in C++ (cpu_attention.py), not gather + SDPA
     num_threads: int | None = None       # torch CPU threads (None: all cores)
     seed: int = 0
     model_config: ModelConfig | None = field(default=None, repr=False)

@@ -373,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="token budget per step (default 2048, vLLM's for its CPU server)")
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--no-prefix-caching", action="store_true")
+    ap.add_argument("--no-cpu-kernel", action="store_true",
+                    help="CPU: decode attention by gather + SDPA instead of the C++ kernel (to compare)")
     ap.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")
     return ap
 
@@ -387,7 +389,8 @@ def engine_from_args(args) -> tuple[LLMEngine, str]:
                           kv_cache_gb=args.kv_cache_gb, num_kv_blocks=args.num_kv_blocks,
                           max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                           max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching,
-                          enforce_eager=args.enforce_eager, num_threads=args.threads)
+                          enforce_eager=args.enforce_eager, num_threads=args.threads,
+                          cpu_decode_kernel=not args.no_cpu_kernel)
     engine = LLMEngine(config)
     engine.generate([[1, 2, 3, 4]], SamplingParams(max_tokens=2))  # warm-up: first-call costs before serving
     engine.stats = type(engine.stats)()
