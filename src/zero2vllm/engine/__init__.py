@@ -2,7 +2,7 @@
 
 Read it in this order (docs/engine-walkthrough.md follows one request through it):
 sequence.py -> block_manager.py -> scheduler.py -> attention.py -> model.py -> model_runner.py
--> llm_engine.py -> server.py.
+-> llm_engine.py -> server.py (then the decode kernels: triton_attention.py, cpu_attention.py).
 """
 
 import os

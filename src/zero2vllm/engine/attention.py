@@ -8,10 +8,10 @@ token's flat slot (block * block_size + offset).
 A step's flat token list is ordered "decode tokens first, then prompt tokens", and attention
 runs once per group:
 
-- decodes: one query per sequence. On a GPU with Triton, a kernel walks each sequence's block
-  table in place (triton_attention.py). Otherwise, and on the CPU, we gather the blocks into a
-  padded [seqs, blocks * block_size] tensor with one `index_select` and call PyTorch's
-  `scaled_dot_product_attention` with a mask hiding the padding.
+- decodes: one query per sequence. A kernel walks each sequence's block table in place: Triton
+  on a GPU (triton_attention.py), C++ on the CPU (cpu_attention.py). Without one, we gather the
+  blocks into a padded [seqs, blocks * block_size] tensor with one `index_select` and call
+  PyTorch's `scaled_dot_product_attention` with a mask hiding the padding.
 - prompts (or prompt chunks): several queries per sequence, padded into [seqs, max_q]; the mask
   is causal, offset by the tokens already in the cache (a prefix-cache hit or an earlier chunk).
 """

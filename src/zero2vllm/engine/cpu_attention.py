@@ -8,8 +8,8 @@ engine_decode_breakdown.py compares the two).
 
 It is compiled with the machine's g++ against PyTorch's headers (at::parallel_for runs it on
 PyTorch's own threads) into $ZERO2VLLM_KERNEL_CACHE, else the user's cache directory; the file
-name hashes the source, the flags and PyTorch's version, so it is built once (~2 s), and again
-only when one of them changes. It is loaded with ctypes, and used only if it agrees with the
+name hashes the source, the flags, PyTorch's version and the CPU's features, so it is built once
+(~2 s), and again only when one of them changes. It is loaded with ctypes, and used only if it agrees with the
 PyTorch path on random blocks; otherwise the engine says why on stderr and keeps the PyTorch path.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,15 @@ def cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("zero2vllm", appauthor=False)) / "kernels"
 
 
+def cpu_features() -> str:
+    """What -march=native compiles for: a library built on another CPU could crash on this one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), platform.machine())
+    except OSError:
+        return platform.machine()
+
+
 def build() -> Path:
     """The compiled library, built now if this source, flags and PyTorch have none yet."""
     from torch.utils.cpp_extension import include_paths, library_paths
@@ -49,7 +59,8 @@ def build() -> Path:
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise RuntimeError("no C++ compiler (apt-get install g++)")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + torch.__version__.encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + torch.__version__.encode()
+                         + cpu_features().encode()).hexdigest()[:16]
     target = cache_dir() / f"paged_decode-{key}.so"
     if target.exists():
         return target
