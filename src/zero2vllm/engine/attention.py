@@ -130,3 +130,17 @@ def build_group(block_tables: list[list[int]], q_starts: list[int], q_lens: list
     out_index = valid.reshape(-1).nonzero().squeeze(1)
     return AttnGroup(to(tables), to(context_lens), None if causal else to(mask), max_q, to(q_index), to(out_index),
                      causal)
+
+
+def decode_kernel_error(kernel, kv_cache: torch.Tensor, num_heads: int) -> float:
+    """Largest difference between a decode kernel and `gather_attention` on random blocks shaped
+    like `kv_cache` (three sequences: several blocks, one token, whole blocks). The Triton and C++
+    kernels are checked with it at start-up, before the engine trusts them."""
+    _, block_size, _, kv_heads, head_dim = kv_cache.shape
+    dev, dtype, gen = kv_cache.device, kv_cache.dtype, torch.Generator(device="cpu").manual_seed(0)
+    cache = torch.randn(12, block_size, 2, kv_heads, head_dim, generator=gen).to(dev, dtype)
+    tables, lens = [[3, 7, 1], [5], [0, 2, 4, 6, 8]], [2 * block_size + 3, 1, 5 * block_size]
+    group = build_group(tables, [n - 1 for n in lens], [1] * 3, block_size, 11, dev, decode=True)
+    q = torch.randn(3, num_heads, head_dim, generator=gen).to(dev, dtype)
+    got = kernel(q, cache, group).flatten(1).float()
+    return (got - gather_attention(q, cache, group).float()).abs().max().item()

@@ -8,8 +8,8 @@ step of 16 sequences on the 2-core CPU, attention took 10.5 ms instead of 14.1
 
 It is compiled with the machine's g++ against PyTorch's headers (at::parallel_for runs it on
 PyTorch's own threads) into $ZERO2VLLM_KERNEL_CACHE, else the user's cache directory; the file
-name hashes the source, the flags, PyTorch's version and the CPU's features, so it is built once
-(~2 s), and again only when one of them changes. It is loaded with ctypes, and used only if it agrees with the
+name hashes the source, the flags, PyTorch's version and the CPU's features, so it is built once,
+and again only when one of them changes. It is loaded with ctypes, and used only if it agrees with the
 PyTorch path on random blocks; otherwise the engine says why on stderr and keeps the PyTorch path.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .attention import AttnGroup, build_group, gather_attention
+from .attention import AttnGroup, decode_kernel_error
 
 SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
@@ -105,12 +105,7 @@ def load_cpu_decode_kernel(kv_cache: torch.Tensor, num_heads: int) -> PagedDecod
         if kv_cache.dtype != torch.float32 or num_heads > 64 or head_dim > 128 or block_size > 64:
             raise ValueError("it handles float32, at most 64 heads of at most 128 dims, blocks of at most 64 tokens")
         kernel = PagedDecodeKernel(build())
-        gen = torch.Generator().manual_seed(0)
-        cache = torch.randn(12, block_size, 2, kv_heads, head_dim, generator=gen)
-        tables, lens = [[3, 7, 1], [5], [0, 2, 4, 6, 8]], [2 * block_size + 3, 1, 5 * block_size]
-        group = build_group(tables, [n - 1 for n in lens], [1] * 3, block_size, 11, "cpu", decode=True)
-        q = torch.randn(3, num_heads, head_dim, generator=gen)
-        err = (kernel(q, cache, group).flatten(1) - gather_attention(q, cache, group)).abs().max().item()
+        err = decode_kernel_error(kernel, kv_cache, num_heads)
         if not err < 1e-4:
             raise ValueError(f"it differs from the PyTorch path by {err:.3g}")
     except Exception as exc:  # a kernel that does not build or disagrees must not stop the engine

@@ -82,18 +82,10 @@ def load_decode_kernel(kv_cache: torch.Tensor, num_heads: int):
     if triton is None:
         print("engine: triton not installed; decode attention uses the PyTorch gather path", file=sys.stderr)
         return None
-    from .attention import build_group, gather_attention
+    from .attention import decode_kernel_error
 
     try:
-        _, block_size, _, kv_heads, head_dim = kv_cache.shape
-        dev, dtype, gen = kv_cache.device, kv_cache.dtype, torch.Generator(device="cpu").manual_seed(0)
-        cache = torch.randn(12, block_size, 2, kv_heads, head_dim, generator=gen).to(dev, dtype)
-        tables, lens = [[3, 7, 1], [5], [0, 2, 4, 6, 8]], [2 * block_size + 3, 1, 5 * block_size]
-        group = build_group(tables, [n - 1 for n in lens], [1] * 3, block_size, 11, dev, decode=True)
-        q = torch.randn(3, num_heads, head_dim, generator=gen).to(dev, dtype)
-        got = paged_decode(q, cache, group).flatten(1).float()
-        want = gather_attention(q, cache, group).float()
-        err = (got - want).abs().max().item()
+        err = decode_kernel_error(paged_decode, kv_cache, num_heads)
         if not err < 2e-2:
             raise ValueError(f"differs from the PyTorch path by {err:.3g}")
     except Exception as exc:  # a broken kernel must not take the server down: fall back
