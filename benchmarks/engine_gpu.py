@@ -12,7 +12,7 @@ Steps, each printed as it finishes:
  3. throughput: 256 requests of 128 + 128 tokens submitted at once; output tokens / wall time.
  4. (--http) the same through `z2v bench`'s client against our OpenAI server at concurrency 256.
 Targets (issue 8): >= 15,000 output tok/s and TPOT <= 3 ms on an H100/H200. The anchor: Hugging
-Face generate, static batch of 64, gave 1,153 tok/s on an H200 (../shared/bench/hf_naive_baseline.py).
+Face generate, static batch of 64, gave 1,153 tok/s on an H200 (benchmarks/hf_naive_baseline.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Copied unchanged from ../shared/bench/hf_naive_baseline.py (the anchor script), so it can be rerun on the device beside ours.
+# Copied unchanged from the workplace's anchor script (shared/bench/hf_naive_baseline.py beside the repo), so it can be rerun on the device beside ours.
 # Naive HF transformers generate baseline on a Llama-3.2-1B-shaped model with random weights.
 import time, json, torch, sys
 from transformers import LlamaConfig, LlamaForCausalLM

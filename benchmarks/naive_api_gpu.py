@@ -5,7 +5,7 @@
         --input-len 8 --output-len 4 --requests 4                              # a CPU smoke test
 
 Model: Llama 3.2 1B's shape (1.24B parameters, bf16) with random weights, built in memory as
-../shared/bench/hf_naive_baseline.py builds it (the real weights cannot be downloaded here;
+benchmarks/hf_naive_baseline.py (the anchor script) builds it (the real weights cannot be downloaded here;
 speed and memory do not depend on the values). There is no tokenizer for a random model, so
 prompts are token ids: the naive API takes `prompt_token_ids` and returns `token_ids`, and
 `z2v bench --prompt-format ids` sends exactly --input-len ids. Output lengths are fixed
@@ -36,7 +36,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
 SHAPES = {
-    # ../shared/bench/hf_naive_baseline.py: Llama 3.2 1B
+    # benchmarks/hf_naive_baseline.py: Llama 3.2 1B
     "llama-1b": dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=64,
                      max_position_embeddings=131072, rope_theta=500000.0, tie_word_embeddings=True,
