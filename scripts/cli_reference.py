@@ -1,7 +1,7 @@
-"""Write the README's command reference from the CLI's own --help texts.
+"""Write docs/cli.md, the command reference, from the CLI's own --help texts.
 
-    python scripts/cli_reference.py          # rewrite the section in README.md
-    python scripts/cli_reference.py --check  # exit 1 if README.md is out of date (tests do this)
+    python scripts/cli_reference.py          # rewrite docs/cli.md
+    python scripts/cli_reference.py --check  # exit 1 if docs/cli.md is out of date (tests do this)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 
 def walk(cmd: click.Command, path: list[str]) -> list[tuple[str, str]]:
@@ -35,16 +35,16 @@ def reference() -> str:
 
 
 def main() -> int:
-    text = README.read_text()
+    text = DOC.read_text()
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)
     new = head + reference() + tail
     if "--check" in sys.argv:
         if new != text:
-            print("README.md's command reference is out of date: run python scripts/cli_reference.py")
+            print("docs/cli.md is out of date: run python scripts/cli_reference.py")
             return 1
         return 0
-    README.write_text(new)
+    DOC.write_text(new)
     return 0
 
 

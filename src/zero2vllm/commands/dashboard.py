@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 
 @click.command("dashboard")
@@ -62,7 +62,4 @@ def dashboard(app: AppContext, host: str, port: int, threads: int, open_browser:
         click.echo("Dashboard stopped.")
 
 
-def register(group: click.Group) -> None:
-    from zero2vllm.commands.serve import serve  # the shared group; it registers itself on `main`
-
-    serve.add_command(dashboard)
+SERVE_COMMANDS = {"dashboard": dashboard}  # z2v serve dashboard

