@@ -73,7 +73,7 @@ def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) 
     kv = kv.view(num_seqs, max_blocks * block_size, 2, kv_heads, head_dim)
     k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # [seqs, kv_heads, slots, head_dim]
     mask = group.mask
-    if mask is None and not group.causal:  # inside a CUDA graph: decode rows attend to their first context_len slots
+    if mask is None and not group.causal:  # decode rows attend to their first context_len slots
         slots = torch.arange(max_blocks * block_size, device=q.device)
         mask = (slots < group.context_lens[:, None]).view(num_seqs, 1, 1, -1)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=group.causal,
@@ -103,17 +103,18 @@ def build_group(block_tables: list[list[int]], q_starts: list[int], q_lens: list
     max_blocks = max(len(t) for t in block_tables)
     tables = torch.tensor([t + [pad_block] * (max_blocks - len(t)) for t in block_tables], dtype=torch.int64)
     context_lens = torch.tensor([s + n for s, n in zip(q_starts, q_lens)], dtype=torch.int64)
-    key_pos = torch.arange(max_blocks * block_size)
     to = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-    if decode:  # one query per sequence: attend to the first context_len slots
-        mask = (key_pos[None, :] < context_lens[:, None]).view(num_seqs, 1, 1, -1)
-        return AttnGroup(to(tables), to(context_lens), to(mask))
+    if decode:  # one query per sequence: it attends to the first context_len slots (the kernels,
+        # and gather_attention, read that from context_lens on the device: no mask to copy)
+        return AttnGroup(to(tables), to(context_lens), None)
     max_q = max(q_lens)
-    if not any(q_starts) and torch.device(device).type == "cpu":
+    key_pos = torch.arange(max_blocks * block_size)
+    if not any(q_starts):
         # Whole prompts (no cached prefix, no earlier chunk): query i sits at position i, so SDPA's
-        # is_causal (query i sees keys 0..i; top-left aligned in PyTorch's CPU kernel) is the mask,
-        # and the kernel skips the blocks above the diagonal. Right padding is harmless: a real
-        # query never reaches past its own position.
+        # is_causal (query i sees keys 0..i: PyTorch aligns it top-left) is the mask, and the
+        # kernels skip the blocks above the diagonal (on a GPU: flash attention instead of a
+        # materialised mask). Right padding is harmless: a real query never reaches past its own
+        # position.
         if all(n == max_q for n in q_lens):  # nothing to pad: the flat rows already are [S, max_q]
             return AttnGroup(to(tables), to(context_lens), None, max_q, causal=True)
         causal = True

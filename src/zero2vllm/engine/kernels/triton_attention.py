@@ -1,11 +1,15 @@
 """PagedAttention's decode kernel in Triton (GPU): each program walks one sequence's block table.
 
 One program per (sequence, KV head). It loads the queries of the heads that share that KV head
-(grouped-query attention), then, block by block of the sequence's table, loads that block's K
-and V straight from the pool, and keeps a running softmax (max `m`, sum `l`, weighted values
-`acc`: the online softmax of FlashAttention). Nothing is gathered or padded, and the loop bound
-comes from the sequence's own length, so the same compiled kernel serves every batch and can be
-recorded in a CUDA graph.
+(grouped-query attention), then walks the sequence a tile of TILE tokens at a time: it looks up
+each token's block in the table, loads the tile's K and V straight from the pool, and keeps a
+running softmax (max `m`, sum `l`, weighted values `acc`: the online softmax of FlashAttention).
+Scores and the weighted sum are `tl.dot`s, so they run on the tensor cores. Nothing is gathered
+or padded, and the loop bound comes from the sequence's own length, so the same compiled kernel
+serves every batch and can be recorded in a CUDA graph.
+
+A tile spans several 16-token blocks: the first version loaded one block per iteration, and
+each program then waited on one small load after another (docs/benchmarks.md, decode attention).
 
 `load_decode_kernel` compiles it, checks it against the PyTorch path on random data, and
 returns None (the caller falls back to PyTorch) if Triton is missing or the check fails.
@@ -23,13 +27,15 @@ try:
 except ImportError:  # CPU-only installs: the engine uses the PyTorch path
     triton = None
 
+TILE = 64  # tokens per iteration of a program
+
 if triton is not None:
 
     @triton.jit
     def _decode_kernel(out_ptr, q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, scale,
                        stride_bt, stride_qt, stride_qh, stride_ot, stride_oh, stride_kb, stride_ks, stride_kh,
                        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-                       BLOCK_SIZE: tl.constexpr):
+                       BLOCK_SIZE: tl.constexpr, TILE: tl.constexpr, IEEE: tl.constexpr):
         seq = tl.program_id(0)
         kv_head = tl.program_id(1)
         context_len = tl.load(context_lens_ptr + seq)
@@ -38,23 +44,33 @@ if triton is not None:
         head_ok = g < GROUP
         d = tl.arange(0, HEAD_DIM)
         q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + d[None, :],
-                    mask=head_ok[:, None], other=0.0).to(tl.float32)                  # [G, D]
+                    mask=head_ok[:, None], other=0.0)                                   # [G, D]
         m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
         l = tl.zeros([GROUP_PAD], tl.float32)
         acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
-        slots = tl.arange(0, BLOCK_SIZE)
-        for i in range(0, tl.cdiv(context_len, BLOCK_SIZE)):
-            block = tl.load(block_tables_ptr + seq * stride_bt + i)
-            offs = block * stride_kb + slots[:, None] * stride_ks + kv_head * stride_kh + d[None, :]
-            k = tl.load(k_cache_ptr + offs).to(tl.float32)                             # [BS, D]
-            v = tl.load(v_cache_ptr + offs).to(tl.float32)
-            s = tl.sum(q[:, None, :] * k[None, :, :], axis=2) * scale                  # [G, BS]
-            s = tl.where((i * BLOCK_SIZE + slots < context_len)[None, :], s, float("-inf"))
+        t = tl.arange(0, TILE)
+        for start in range(0, context_len, TILE):
+            pos = start + t
+            valid = pos < context_len
+            block = tl.load(block_tables_ptr + seq * stride_bt + pos // BLOCK_SIZE, mask=valid, other=0)
+            offs = (block[:, None] * stride_kb + (pos % BLOCK_SIZE)[:, None] * stride_ks
+                    + kv_head * stride_kh + d[None, :])
+            k = tl.load(k_cache_ptr + offs, mask=valid[:, None], other=0.0)            # [T, D]
+            v = tl.load(v_cache_ptr + offs, mask=valid[:, None], other=0.0)
+            if IEEE:  # fp32 models: exact products, as the PyTorch path computes them
+                s = tl.dot(q, tl.trans(k), input_precision="ieee")
+            else:
+                s = tl.dot(q, tl.trans(k))
+            s = tl.where(valid[None, :], s * scale, float("-inf"))                     # [G, T]
             m_new = tl.maximum(m, tl.max(s, axis=1))
             alpha = tl.exp(m - m_new)
             p = tl.exp(s - m_new[:, None])
             l = l * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + tl.sum(p[:, :, None] * v[None, :, :], axis=1)
+            if IEEE:
+                pv = tl.dot(p, v, input_precision="ieee")
+            else:
+                pv = tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + pv
             m = m_new
         out = acc / tl.maximum(l, 1e-30)[:, None]  # context_len 0: zeros, not NaN
         tl.store(out_ptr + seq * stride_ot + heads[:, None] * stride_oh + d[None, :],
@@ -73,7 +89,8 @@ def paged_decode(q: torch.Tensor, kv_cache: torch.Tensor, group) -> torch.Tensor
         out, q, k_cache, v_cache, tables, group.context_lens, head_dim ** -0.5,
         tables.stride(0), q.stride(0), q.stride(1), out.stride(0), out.stride(1),
         k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
-        GROUP=group_size, GROUP_PAD=triton.next_power_of_2(group_size), HEAD_DIM=head_dim, BLOCK_SIZE=block_size)
+        GROUP=group_size, GROUP_PAD=max(16, triton.next_power_of_2(group_size)),  # tl.dot needs 16 rows
+        HEAD_DIM=head_dim, BLOCK_SIZE=block_size, TILE=TILE, IEEE=q.dtype == torch.float32)
     return out
 
 
