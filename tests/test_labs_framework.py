@@ -6,6 +6,7 @@ named once."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -134,3 +135,90 @@ def test_json_output_of_a_failing_check_has_the_documented_shape(z2v, tmp_path):
     assert set(report) == {"lab", "passed", "criteria", "metrics"}
     assert report["criteria"][0]["name"] == "imports" and not report["criteria"][0]["passed"]
     assert "SystemExit" in report["criteria"][0]["detail"]
+
+
+def test_check_vllm_reads_the_database_given_with_db(z2v, home, tmp_path):
+    """The check process never opens the store: `z2v --db X check vllm` sees X's comparison
+    (the parent reads it and passes it in), not the default database's."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from vllm_fakes import FakeServer
+
+    from zero2vllm.store import Store
+
+    other = tmp_path / "other.db"
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    with FakeServer(naive=True) as naive, FakeServer() as vllm:
+        z2v("--db", str(other), "compare", "--naive", naive.url, "--vllm", vllm.url,
+            "--concurrency", "1", "--requests", "2", "--output-len", "4", "--out", str(tmp_path / "cmp"))
+        (lab_dir / "url.txt").write_text(vllm.url + "\n")
+        out = z2v("--db", str(other), "check", "vllm", str(lab_dir), expect=None).output
+        assert "PASS  comparison with your naive API recorded" in out, out
+        # the default database has no comparison, and the check with it says so
+        out = z2v("check", "vllm", str(lab_dir), expect=1).output
+        assert "FAIL  comparison with your naive API recorded" in out
+    runs = Store.open(other).lab_runs("vllm")
+    assert [r["kind"] for r in runs] == ["compare", "check"] and runs[-1]["passed"]
+
+
+def test_a_passing_check_closes_the_named_item_through_the_journal(z2v, home):
+    from zero2vllm import evidence, tracker
+    from zero2vllm.store import Store
+
+    store = Store.open(home / "zero2vllm.db")
+    plan = tracker.load_plan(store)
+    failing = evidence.record(store, {"lab": "transformer", "kind": "check", "passed": False})
+    assert failing.closed is None and store.state("w1.working-character-level") is None
+    # a training run is evidence too, but only a full passing check closes the item
+    assert evidence.record(store, {"lab": "transformer", "kind": "run", "passed": True}).closed is None
+    passed = evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True,
+                                     "criteria": [{"name": "heads split", "passed": True,
+                                                   "status": "warn", "detail": "could not check: x"}]})
+    assert passed.closed == "w1.working-character-level"
+    assert store.state("w1.working-character-level").status == "done"
+    assert store.last_change()["summary"] == "done w1.working-character-level"
+    [st] = [s for s in evidence.statuses(store, plan) if s.id == "transformer"]
+    assert st.state == "passed" and st.item_status == "done"
+    assert st.as_json()["last_check"]["warnings"] == 1  # the warning is stored with the run
+    week = json.loads(z2v("week", "1", "--json").output)
+    item = next(i for i in week["items"] if i["id"] == "w1.working-character-level")
+    assert item["lab"]["id"] == "transformer" and item["lab"]["state"] == "passed"
+    assert "lab transformer: passed" in z2v("week", "1").output
+    z2v("undo")
+    assert store.state("w1.working-character-level") is None  # undone: back to no state
+    with pytest.raises(ValueError, match="unknown evidence fields"):
+        evidence.record(store, {"lab": "x", "kind": "check", "passed": True, "score": 1})
+    store.close()
+
+
+def test_a_plan_without_the_labs_item_leaves_it_unlinked(z2v, home, tmp_path):
+    plan = tmp_path / "plan.txt"
+    plan.write_text("My plan\n\nWeek 1: Basics\nGoal: learn\nHANDS-ON: Build a transformer\n"
+                    "Deliverable: A character-level transformer that works\n")
+    z2v("plan", "import", str(plan))
+    out = z2v("lab", "list").output
+    line = next(line for line in out.splitlines() if line.startswith("transformer"))
+    assert "unlinked: your plan has no w1.working-character-level" in line  # never guessed
+    [lab] = [lab for lab in z2v.json("lab", "list") if lab["id"] == "transformer"]
+    assert lab["linked"] is False and lab["plan_item"] == "w1.working-character-level"
+    from zero2vllm import evidence
+    from zero2vllm.store import Store
+
+    store = Store.open(home / "zero2vllm.db")
+    assert evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True}).closed is None
+    assert all(s.status != "done" for s in store.states().values())
+    store.close()
+
+
+def test_the_untouched_scaffold_gets_one_message_not_one_traceback_per_criterion(z2v, tmp_path):
+    import re
+
+    z2v("lab", "init", "transformer", str(tmp_path / "t"))
+    result = z2v("check", "transformer", str(tmp_path / "t"), expect=1)
+    out = result.output
+    found = re.findall(r"fix `[\w.<>]+` \(model\.py:\d+\) first: it raised (\w+); (\d+) criteria depend on it", out)
+    assert len(found) == 1 and int(found[0][1]) >= 3, out
+    assert out.count("raise NotImplementedError") == 1  # the source line is shown once
+    report = json.loads(z2v("check", "transformer", str(tmp_path / "t"), "--json", expect=1).output)
+    causes = [c.get("cause") for c in report["criteria"] if c.get("cause")]
+    assert causes and all(c["error"] == found[0][0] for c in causes)
