@@ -222,3 +222,19 @@ def test_the_untouched_scaffold_gets_one_message_not_one_traceback_per_criterion
     report = json.loads(z2v("check", "transformer", str(tmp_path / "t"), "--json", expect=1).output)
     causes = [c.get("cause") for c in report["criteria"] if c.get("cause")]
     assert causes and all(c["error"] == found[0][0] for c in causes)
+
+
+def test_the_week_page_shows_each_labs_status_beside_its_item(z2v, home):
+    from zero2vllm import evidence
+    from zero2vllm.paths import db_path
+    from zero2vllm.store import Store
+    from zero2vllm.web import create_app
+
+    z2v("plan", "start", "--on", "2026-11-23")
+    store = Store.open(db_path())
+    evidence.record(store, {"lab": "kv-cache", "kind": "check", "passed": False})
+    store.close()
+    client = create_app(db_path()).test_client()
+    html = client.get("/week/2").get_data(as_text=True)
+    assert "lab kv-cache: failing" in html and "lab serving-api: not started" in html
+    assert client.get("/labs").status_code == 200

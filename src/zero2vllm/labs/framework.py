@@ -200,5 +200,6 @@ def shared_causes(criteria: list[dict]) -> list[tuple[dict, list[str]]]:
 
 def cause_message(cause: dict, names: list[str]) -> str:
     """'fix `GPT.__init__` (model.py:42) first; 7 criteria depend on it'."""
-    return (f"fix `{cause['func']}` ({Path(cause['file']).name}:{cause['line']}) first: it raised "
-            f"{cause['error']}; {len(names)} criteria depend on it")
+    where = f"{Path(cause['file']).name}:{cause['line']}"
+    what = f"`{cause['func']}` ({where})" if cause["func"] != "<module>" else where
+    return f"fix {what} first: it raised {cause['error']}; {len(names)} criteria depend on it"
