@@ -168,9 +168,13 @@ def lab_dev_check(app, lab_id: str | None, cases_dir: Path | None, jobs: int, as
             continue
         if not (as_json or markdown):
             click.echo(f"{lab.id}: checking its cases ...")
+        def progress(row) -> None:  # long runs (minutes for a neural lab) show each row as it ends
+            click.echo(f"  {row.case.label}: {row.verdict} ({row.seconds:.1f} s)")
+
         try:
             rows = D.dev_check(lab, folder / lab.id, jobs=jobs,
-                               inputs=evidence.check_inputs(app.store, lab))
+                               inputs=evidence.check_inputs(app.store, lab),
+                               on_row=None if (as_json or markdown) else progress)
         except D.DevCheckError as exc:
             raise Z2VError(str(exc)) from None
         t = D.tally(rows)
