@@ -163,6 +163,7 @@ def lab_dev_check(app, lab_id: str | None, cases_dir: Path | None, jobs: int, as
         if not (folder / lab.id).is_dir():
             deviations += 1
             report.append({"lab": lab.id, "error": f"no cases in {folder / lab.id}"})
+            md += [f"#### `{lab.id}`", "", f"No cases yet (tests/lab_cases/{lab.id}): a deviation.", ""]
             if not (as_json or markdown):
                 click.echo(f"{lab.id}: no cases in {folder / lab.id} (a deviation)\n")
             continue

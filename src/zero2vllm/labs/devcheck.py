@@ -224,7 +224,7 @@ def markdown(lab: Lab, rows: list[Row]) -> list[str]:
            f"{t['caught']} of {t['mistakes']} mistakes caught by the right criterion, "
            f"{t['caught_by_another']} by another, {t['missed']} missed"
            + (f", {t['wrong_message']} with the wrong message" if t["wrong_message"] else "")
-           + (f"; {t['skipped']} cases skipped (need real vLLM)" if t["skipped"] else "") + ".", "",
+           + (f"; {t['skipped']} case(s) skipped (need real vLLM)" if t["skipped"] else "") + ".", "",
            "| case | expected | got | why |", "|---|---|---|---|"]
     for r in rows:
         why = r.case.why.replace("|", "\\|")
