@@ -238,3 +238,39 @@ def test_the_week_page_shows_each_labs_status_beside_its_item(z2v, home):
     html = client.get("/week/2").get_data(as_text=True)
     assert "lab kv-cache: failing" in html and "lab serving-api: not started" in html
     assert client.get("/labs").status_code == 200
+
+
+def test_warnings_and_not_run_criteria_are_shown_as_such(capsys):
+    from zero2vllm.commands.labs import _echo_criterion
+
+    seen: set = set()
+    cause = {"error": "NotImplementedError", "file": "/x/model.py", "line": 4, "func": "GPT.__init__"}
+    _echo_criterion({"name": "heads split", "passed": True, "status": "warn",
+                     "detail": "could not check: no route"}, 1.0, seen)
+    _echo_criterion({"name": "output shapes", "passed": False, "status": "fail", "cause": cause,
+                     "detail": "your code raised NotImplementedError: TODO\n  at /x/model.py:4"}, 0.1, seen)
+    _echo_criterion({"name": "causality", "passed": False, "status": "fail", "cause": cause,
+                     "detail": "your code raised NotImplementedError: TODO\n  at /x/model.py:4"}, 0.1, seen)
+    _echo_criterion({"name": "generate", "passed": False, "status": "not run",
+                     "detail": "not run: needs 'output shapes'"}, 0, seen)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["WARN", "heads", "split"] and "could not check: no route" in out[1]
+    assert sum("at /x/model.py:4" in line for line in out) == 1  # the traceback once
+    assert "(the same NotImplementedError in `GPT.__init__` as above)" in out[-2]
+    assert out[-1].split()[0] == "FAIL" and "(not run: needs 'output shapes')" in out[-1]
+
+
+def test_shared_causes_follow_needs():
+    from zero2vllm.labs.framework import cause_message, shared_causes
+
+    cause = {"error": "NotImplementedError", "file": "/x/model.py", "line": 4, "func": "GPT.__init__"}
+    crits = [{"name": "imports", "passed": True},
+             {"name": "a", "passed": False, "cause": cause},
+             {"name": "b", "passed": False, "status": "not run", "blocked_by": ["a"]},
+             {"name": "c", "passed": False, "status": "not run", "blocked_by": ["b"]},
+             {"name": "d", "passed": False, "detail": "a CheckFailed of its own"}]
+    [(got, names)] = shared_causes(crits)
+    assert names == ["a", "b", "c"]
+    assert cause_message(got, names) == ("fix `GPT.__init__` (model.py:4) first: it raised "
+                                         "NotImplementedError; 3 criteria depend on it")
+    assert shared_causes(crits[:2]) == []  # one failure is shown as it is
