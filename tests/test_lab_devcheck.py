@@ -187,3 +187,19 @@ def test_bad_cases_are_one_line_errors(tiny, z2v, tmp_path):
         D.load_cases(lab, cases)
     out = z2v("lab", "dev-check", "--cases", str(tmp_path / "nowhere"), expect=2).output
     assert "no lab cases at" in out and "Traceback" not in out
+
+
+def test_rows_that_need_real_vllm_are_skipped_never_passed(z2v, monkeypatch):
+    """Without Z2V_TEST_VLLM=1, or with it but no `z2v vllm serve` running (CI: the end-to-end
+    test checks that lab against real vLLM), the vllm lab's reference is skipped."""
+    if not (CASES / "vllm").is_dir():
+        pytest.skip("no vllm cases")
+    for env in (None, "1"):
+        if env:
+            monkeypatch.setenv("Z2V_TEST_VLLM", env)
+        else:
+            monkeypatch.delenv("Z2V_TEST_VLLM", raising=False)
+        rows = json.loads(z2v("lab", "dev-check", "vllm", "--json").output)["labs"][0]["rows"]
+        ref = next(r for r in rows if r["kind"] == "reference")
+        assert ref["verdict"] == "skipped" and ref["got"].startswith("skipped: ")
+        assert (D.VLLM_SKIP if env is None else D.VLLM_NOT_SERVING) == ref["got"]

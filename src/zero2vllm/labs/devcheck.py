@@ -27,6 +27,8 @@ from zero2vllm.labs import Lab
 
 CASES_FILE = "cases.toml"
 VLLM_SKIP = "skipped: needs real vLLM (Z2V_TEST_VLLM=1)"
+VLLM_NOT_SERVING = ("skipped: no vLLM is serving (start `z2v vllm serve` and run `z2v compare`; "
+                    "tests/test_vllm_e2e.py checks this lab end to end)")
 
 
 class DevCheckError(ValueError):
@@ -171,11 +173,11 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
               on_row: Callable[[Row], None] | None = None) -> list[Row]:
     """Every case of LAB, in the order of load_cases (scaffold, reference, correct, mistakes)."""
     cases, requires = load_cases(lab, folder)
-    skip_vllm = requires == "vllm" and os.environ.get("Z2V_TEST_VLLM") != "1"
+    skip = vllm_skip_reason() if requires == "vllm" else None
 
     def one(case: Case) -> Row:
-        if skip_vllm and case.kind != "scaffold":
-            row = Row(case, "skipped", VLLM_SKIP)
+        if skip and case.kind != "scaffold":
+            row = Row(case, "skipped", skip)
         else:
             row = run_case(lab, case, inputs=inputs)
         if on_row:
@@ -186,6 +188,16 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
         return [one(c) for c in cases]
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # each case is its own child process
         return list(pool.map(one, cases))
+
+
+def vllm_skip_reason() -> str | None:
+    """Why rows that need real vLLM cannot run here, or None when a vLLM is serving."""
+    if os.environ.get("Z2V_TEST_VLLM") != "1":
+        return VLLM_SKIP
+    from zero2vllm.vllm_serve import read_state
+
+    state = read_state()
+    return None if state and state.get("url") else VLLM_NOT_SERVING
 
 
 def tally(rows: list[Row]) -> dict[str, Any]:
