@@ -233,11 +233,14 @@ def test_the_week_page_shows_each_labs_status_beside_its_item(z2v, home):
     z2v("plan", "start", "--on", "2026-11-23")
     store = Store.open(db_path())
     evidence.record(store, {"lab": "kv-cache", "kind": "check", "passed": False})
+    evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True, "criteria": [
+        {"name": "heads split", "passed": True, "status": "warn", "detail": "could not check: x"}]})
     store.close()
     client = create_app(db_path()).test_client()
     html = client.get("/week/2").get_data(as_text=True)
     assert "lab kv-cache: failing" in html and "lab serving-api: not started" in html
-    assert client.get("/labs").status_code == 200
+    labs_page = client.get("/labs").get_data(as_text=True)
+    assert '<td class="mark">WARN</td><td>heads split</td>' in labs_page
 
 
 def test_warnings_and_not_run_criteria_are_shown_as_such(capsys):
