@@ -64,7 +64,7 @@ def make_lab(root: Path, name: str) -> Path:
     (pkg / "reference").mkdir()
     (pkg / "__init__.py").write_text(
         "from zero2vllm.labs import Lab\n"
-        f"LAB = Lab(id='tiny', title='Tiny', week=1, entry='solution.py', time_limit_s=60)\n")
+        "LAB = Lab(id='tiny', title='Tiny', week=1, entry='solution.py', time_limit_s=60)\n")
     (pkg / "checks.py").write_text(CHECKS)
     (pkg / "scaffold" / "solution.py").write_text(
         "def add(a, b):\n    raise NotImplementedError('TODO: add')\n")

@@ -48,9 +48,10 @@ def test_syntax_error_names_the_line(home, tmp_path):
 
 def test_hang_at_import_is_stopped_at_the_time_limit(home, tmp_path):
     t0 = time.perf_counter()
-    result = run_check(LAB, learner(tmp_path, "while True:\n    pass\n"), timeout_s=8,
+    # 25 s: the lab's setup imports torch first, which takes over 10 s on a loaded 2-core machine
+    result = run_check(LAB, learner(tmp_path, "while True:\n    pass\n"), timeout_s=25,
                        only=["output shapes"])
-    assert time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 60
     assert result.timed_out and not result.passed
     imp = crit(result, "imports")
     assert "did not finish" in imp["detail"] and "__main__" in imp["detail"]
