@@ -111,12 +111,13 @@ def test_check_dispatches_other_subjects_by_name(z2v, tmp_path):
 
 
 def test_every_lab_names_an_item_of_the_bundled_plan(z2v, home):
-    from zero2vllm import evidence, tracker
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker import progress
     from zero2vllm.labs import all_labs
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(home / "zero2vllm.db")
-    plan = tracker.load_plan(store)
+    plan = progress.load_plan(store)
     for lab in all_labs().values():
         item = evidence.plan_item(lab, plan)
         assert item is not None and item.week == lab.week, lab.id
@@ -144,7 +145,7 @@ def test_check_vllm_reads_the_database_given_with_db(z2v, home, tmp_path):
     sys.path.insert(0, str(Path(__file__).parent))
     from vllm_fakes import FakeServer
 
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     other = tmp_path / "other.db"
     lab_dir = tmp_path / "lab"
@@ -163,11 +164,12 @@ def test_check_vllm_reads_the_database_given_with_db(z2v, home, tmp_path):
 
 
 def test_a_passing_check_closes_the_named_item_through_the_journal(z2v, home):
-    from zero2vllm import evidence, tracker
-    from zero2vllm.store import Store
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(home / "zero2vllm.db")
-    plan = tracker.load_plan(store)
+    plan = progress.load_plan(store)
     failing = evidence.record(store, {"lab": "transformer", "kind": "check", "passed": False})
     assert failing.closed is None and store.state("w1.working-character-level") is None
     # a training run is evidence too, but only a full passing check closes the item
@@ -202,8 +204,8 @@ def test_a_plan_without_the_labs_item_leaves_it_unlinked(z2v, home, tmp_path):
     assert "unlinked: your plan has no w1.working-character-level" in line  # never guessed
     [lab] = [lab for lab in z2v.json("lab", "list") if lab["id"] == "transformer"]
     assert lab["linked"] is False and lab["plan_item"] == "w1.working-character-level"
-    from zero2vllm import evidence
-    from zero2vllm.store import Store
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(home / "zero2vllm.db")
     assert evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True}).closed is None
@@ -226,9 +228,9 @@ def test_the_untouched_scaffold_gets_one_message_not_one_traceback_per_criterion
 
 
 def test_the_week_page_shows_each_labs_status_beside_its_item(z2v, home):
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
     from zero2vllm.web import create_app
 
     z2v("plan", "start", "--on", "2026-11-23")

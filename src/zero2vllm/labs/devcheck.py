@@ -194,7 +194,7 @@ def vllm_skip_reason() -> str | None:
     """Why rows that need real vLLM cannot run here, or None when a vLLM is serving."""
     if os.environ.get("Z2V_TEST_VLLM") != "1":
         return VLLM_SKIP
-    from zero2vllm.vllm_serve import read_state
+    from zero2vllm.realvllm.serve import read_state
 
     state = read_state()
     return None if state and state.get("url") else VLLM_NOT_SERVING
