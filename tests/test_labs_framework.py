@@ -1,19 +1,18 @@
 """The lab mechanism: learner code that hangs, crashes, floods the output or raises on import
 becomes failed criteria with the reason, never a crash of z2v; other `z2v check` subjects are
-dispatched by name; plan items are found by week, kind and title."""
+ordinary subcommands; criteria can warn or need others; one cause behind many failures is
+named once."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import click
 import pytest
 
-import zero2vllm.labs as labs
-from zero2vllm.labs import find_plan_item, get_lab
+from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import OUTPUT_TAIL, run_check
 
 LAB = get_lab("transformer")
@@ -49,9 +48,10 @@ def test_syntax_error_names_the_line(home, tmp_path):
 
 def test_hang_at_import_is_stopped_at_the_time_limit(home, tmp_path):
     t0 = time.perf_counter()
-    result = run_check(LAB, learner(tmp_path, "while True:\n    pass\n"), timeout_s=8,
+    # 25 s: the lab's setup imports torch first, which takes over 10 s on a loaded 2-core machine
+    result = run_check(LAB, learner(tmp_path, "while True:\n    pass\n"), timeout_s=25,
                        only=["output shapes"])
-    assert time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 60
     assert result.timed_out and not result.passed
     imp = crit(result, "imports")
     assert "did not finish" in imp["detail"] and "__main__" in imp["detail"]
@@ -99,37 +99,29 @@ def test_missing_file_says_how_to_start(home, tmp_path):
     assert "z2v lab init" in crit(result, "imports")["detail"]
 
 
-def test_check_dispatches_other_subjects_by_name(z2v, monkeypatch):
-    seen = {}
-
-    @click.command("essay-test")
-    @click.argument("file")
-    @click.option("--week", type=int)
-    def essay(file, week):
-        seen.update(file=file, week=week)
-        click.echo("essay checked")
-
-    monkeypatch.setattr(labs, "_check_handlers", {})
-    labs.register_check(essay)
-    out = z2v("check", "essay-test", "notes.md", "--week", "3").output
-    assert seen == {"file": "notes.md", "week": 3} and "essay checked" in out
-    with pytest.raises(ValueError):
-        labs.register_check(click.Command("transformer"))
-    assert "essay-test" in z2v("check", "--help").output
+def test_check_dispatches_other_subjects_by_name(z2v, tmp_path):
+    """`z2v check summary` is an ordinary subcommand of the check group (a static table, no
+    registry), and `z2v check LAB` still reaches the lab check."""
+    note = tmp_path / "notes.md"
+    note.write_text("too short\n")
+    out = z2v("check", "summary", str(note), "--week", "1", expect=1).output
+    assert "words" in out
+    assert "summary" in z2v("check", "--help").output
+    assert "no lab 'nope'" in z2v("check", "nope", expect=2).output
 
 
-def test_find_plan_item_prefers_the_deliverable_of_the_week():
-    lab = get_lab("transformer")
-    items = [
-        SimpleNamespace(id="w1.implement", week=1, kind="hands-on", title="Implement tiny transformer from scratch"),
-        SimpleNamespace(id="w1.deliver", week=1, kind="deliverable", title="Working character-level transformer"),
-        SimpleNamespace(id="w2.transformer", week=2, kind="deliverable", title="Profile your transformer"),
-        SimpleNamespace(id="w1.read", week=1, kind="read", title="The Illustrated Transformer"),
-    ]
-    assert find_plan_item(items, lab).id == "w1.deliver"
-    assert find_plan_item(items[:1], lab).id == "w1.implement"
-    assert find_plan_item(items[2:], lab) is None
-    assert find_plan_item([object()], lab) is None
+def test_every_lab_names_an_item_of_the_bundled_plan(z2v, home):
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker import progress
+    from zero2vllm.labs import all_labs
+    from zero2vllm.tracker.store import Store
+
+    store = Store.open(home / "zero2vllm.db")
+    plan = progress.load_plan(store)
+    for lab in all_labs().values():
+        item = evidence.plan_item(lab, plan)
+        assert item is not None and item.week == lab.week, lab.id
+    store.close()
 
 
 def test_lab_list_without_runs(z2v):
@@ -145,3 +137,146 @@ def test_json_output_of_a_failing_check_has_the_documented_shape(z2v, tmp_path):
     assert set(report) == {"lab", "passed", "criteria", "metrics"}
     assert report["criteria"][0]["name"] == "imports" and not report["criteria"][0]["passed"]
     assert "SystemExit" in report["criteria"][0]["detail"]
+
+
+def test_check_vllm_reads_the_database_given_with_db(z2v, home, tmp_path):
+    """The check process never opens the store: `z2v --db X check vllm` sees X's comparison
+    (the parent reads it and passes it in), not the default database's."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from vllm_fakes import FakeServer
+
+    from zero2vllm.tracker.store import Store
+
+    other = tmp_path / "other.db"
+    lab_dir = tmp_path / "lab"
+    lab_dir.mkdir()
+    with FakeServer(naive=True) as naive, FakeServer() as vllm:
+        z2v("--db", str(other), "compare", "--naive", naive.url, "--vllm", vllm.url,
+            "--concurrency", "1", "--requests", "2", "--output-len", "4", "--out", str(tmp_path / "cmp"))
+        (lab_dir / "url.txt").write_text(vllm.url + "\n")
+        out = z2v("--db", str(other), "check", "vllm", str(lab_dir), expect=None).output
+        assert "PASS  comparison with your naive API recorded" in out, out
+        # the default database has no comparison, and the check with it says so
+        out = z2v("check", "vllm", str(lab_dir), expect=1).output
+        assert "FAIL  comparison with your naive API recorded" in out
+    runs = Store.open(other).lab_runs("vllm")
+    assert [r["kind"] for r in runs] == ["compare", "check"] and runs[-1]["passed"]
+
+
+def test_a_passing_check_closes_the_named_item_through_the_journal(z2v, home):
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.store import Store
+
+    store = Store.open(home / "zero2vllm.db")
+    plan = progress.load_plan(store)
+    failing = evidence.record(store, {"lab": "transformer", "kind": "check", "passed": False})
+    assert failing.closed is None and store.state("w1.working-character-level") is None
+    # a training run is evidence too, but only a full passing check closes the item
+    assert evidence.record(store, {"lab": "transformer", "kind": "run", "passed": True}).closed is None
+    passed = evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True,
+                                     "criteria": [{"name": "heads split", "passed": True,
+                                                   "status": "warn", "detail": "could not check: x"}]})
+    assert passed.closed == "w1.working-character-level"
+    assert store.state("w1.working-character-level").status == "done"
+    assert store.last_change()["summary"] == "done w1.working-character-level"
+    [st] = [s for s in evidence.statuses(store, plan) if s.id == "transformer"]
+    assert st.state == "passed" and st.item_status == "done"
+    assert st.as_json()["last_check"]["warnings"] == 1  # the warning is stored with the run
+    week = json.loads(z2v("week", "1", "--json").output)
+    item = next(i for i in week["items"] if i["id"] == "w1.working-character-level")
+    assert item["lab"]["id"] == "transformer" and item["lab"]["state"] == "passed"
+    assert "lab transformer: passed" in z2v("week", "1").output
+    z2v("undo")
+    assert store.state("w1.working-character-level") is None  # undone: back to no state
+    with pytest.raises(ValueError, match="unknown evidence fields"):
+        evidence.record(store, {"lab": "x", "kind": "check", "passed": True, "score": 1})
+    store.close()
+
+
+def test_a_plan_without_the_labs_item_leaves_it_unlinked(z2v, home, tmp_path):
+    plan = tmp_path / "plan.txt"
+    plan.write_text("My plan\n\nWeek 1: Basics\nGoal: learn\nHANDS-ON: Build a transformer\n"
+                    "Deliverable: A character-level transformer that works\n")
+    z2v("plan", "import", str(plan))
+    out = z2v("lab", "list").output
+    line = next(line for line in out.splitlines() if line.startswith("transformer"))
+    assert "unlinked: your plan has no w1.working-character-level" in line  # never guessed
+    [lab] = [lab for lab in z2v.json("lab", "list") if lab["id"] == "transformer"]
+    assert lab["linked"] is False and lab["plan_item"] == "w1.working-character-level"
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker.store import Store
+
+    store = Store.open(home / "zero2vllm.db")
+    assert evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True}).closed is None
+    assert all(s.status != "done" for s in store.states().values())
+    store.close()
+
+
+def test_the_untouched_scaffold_gets_one_message_not_one_traceback_per_criterion(z2v, tmp_path):
+    import re
+
+    z2v("lab", "init", "transformer", str(tmp_path / "t"))
+    result = z2v("check", "transformer", str(tmp_path / "t"), expect=1)
+    out = result.output
+    found = re.findall(r"fix `[\w.<>]+` \(model\.py:\d+\) first: it raised (\w+); (\d+) criteria depend on it", out)
+    assert len(found) == 1 and int(found[0][1]) >= 3, out
+    assert out.count("raise NotImplementedError") == 1  # the source line is shown once
+    report = json.loads(z2v("check", "transformer", str(tmp_path / "t"), "--json", expect=1).output)
+    causes = [c.get("cause") for c in report["criteria"] if c.get("cause")]
+    assert causes and all(c["error"] == found[0][0] for c in causes)
+
+
+def test_the_week_page_shows_each_labs_status_beside_its_item(z2v, home):
+    from zero2vllm.tracker import evidence
+    from zero2vllm.paths import db_path
+    from zero2vllm.tracker.store import Store
+    from zero2vllm.web import create_app
+
+    z2v("plan", "start", "--on", "2026-11-23")
+    store = Store.open(db_path())
+    evidence.record(store, {"lab": "kv-cache", "kind": "check", "passed": False})
+    evidence.record(store, {"lab": "transformer", "kind": "check", "passed": True, "criteria": [
+        {"name": "heads split", "passed": True, "status": "warn", "detail": "could not check: x"}]})
+    store.close()
+    client = create_app(db_path()).test_client()
+    html = client.get("/week/2").get_data(as_text=True)
+    assert "lab kv-cache: failing" in html and "lab serving-api: not started" in html
+    labs_page = client.get("/labs").get_data(as_text=True)
+    assert '<td class="mark">WARN</td><td>heads split</td>' in labs_page
+
+
+def test_warnings_and_not_run_criteria_are_shown_as_such(capsys):
+    from zero2vllm.commands.labs import _echo_criterion
+
+    seen: set = set()
+    cause = {"error": "NotImplementedError", "file": "/x/model.py", "line": 4, "func": "GPT.__init__"}
+    _echo_criterion({"name": "heads split", "passed": True, "status": "warn",
+                     "detail": "could not check: no route"}, 1.0, seen)
+    _echo_criterion({"name": "output shapes", "passed": False, "status": "fail", "cause": cause,
+                     "detail": "your code raised NotImplementedError: TODO\n  at /x/model.py:4"}, 0.1, seen)
+    _echo_criterion({"name": "causality", "passed": False, "status": "fail", "cause": cause,
+                     "detail": "your code raised NotImplementedError: TODO\n  at /x/model.py:4"}, 0.1, seen)
+    _echo_criterion({"name": "generate", "passed": False, "status": "not run",
+                     "detail": "not run: needs 'output shapes'"}, 0, seen)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["WARN", "heads", "split"] and "could not check: no route" in out[1]
+    assert sum("at /x/model.py:4" in line for line in out) == 1  # the traceback once
+    assert "(the same NotImplementedError in `GPT.__init__` as above)" in out[-2]
+    assert out[-1].split()[0] == "FAIL" and "(not run: needs 'output shapes')" in out[-1]
+
+
+def test_shared_causes_follow_needs():
+    from zero2vllm.labs.framework import cause_message, shared_causes
+
+    cause = {"error": "NotImplementedError", "file": "/x/model.py", "line": 4, "func": "GPT.__init__"}
+    crits = [{"name": "imports", "passed": True},
+             {"name": "a", "passed": False, "cause": cause},
+             {"name": "b", "passed": False, "status": "not run", "blocked_by": ["a"]},
+             {"name": "c", "passed": False, "status": "not run", "blocked_by": ["b"]},
+             {"name": "d", "passed": False, "detail": "a CheckFailed of its own"}]
+    [(got, names)] = shared_causes(crits)
+    assert names == ["a", "b", "c"]
+    assert cause_message(got, names) == ("fix `GPT.__init__` (model.py:4) first: it raised "
+                                         "NotImplementedError; 3 criteria depend on it")
+    assert shared_causes(crits[:2]) == []  # one failure is shown as it is
