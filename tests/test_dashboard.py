@@ -380,3 +380,23 @@ def test_time_entries_page_edits_and_deletes_with_undo(client, z2v):
     e = z2v.json("history")[0]
     assert (e["seconds"], e["day"], e["note"]) == (3600, "2026-11-24", None)
     assert client.post("/entries/99999/delete", data={"csrf_token": token}).status_code == 302
+
+
+def test_no_input_gives_a_500_or_503(client, z2v):
+    """Hostile or mistyped values in every field of the tracker's forms: a message, never 5xx."""
+    z2v("log", "w1.illustrated-transformer", "1h", "--on", "2026-11-24")
+    token = token_of(client)
+    values = ["0.4s", "9" * 5000 + "h", "1e308h", "99999-01-01", "\x00", "x" * 300_000]
+    routes = {"/item/w1.illustrated-transformer/log": ["duration", "day", "note"],
+              "/item/w1.illustrated-transformer/note": ["text"],
+              "/item/w1.illustrated-transformer/status": ["status"],
+              "/plan/start": ["day"], "/entries/1/edit": ["duration", "day", "note"],
+              "/timer/stop": ["week"]}
+    for route, fields in routes.items():
+        for field in fields:
+            for value in values:
+                resp = client.post(route, data={"csrf_token": token, "duration": "30m", field: value})
+                assert resp.status_code < 500, (route, field, value[:20], resp.status_code)
+            raw = f"csrf_token={token}&{field}=%FF%FE%ED%A0%80"  # not UTF-8 at all
+            resp = client.post(route, data=raw, content_type="application/x-www-form-urlencoded")
+            assert resp.status_code < 500, (route, field, "bytes", resp.status_code)

@@ -3,8 +3,8 @@
 torch's default is one thread per core. On a small machine that other programs keep busy, its
 threads wait for each other at every operator (decode steps several times slower than with one
 thread), and the numbers then teach the wrong lesson. So `z2v profile kv` and
-`z2v serve naive` measure: a short matrix-multiply burst at each candidate thread count, timed
-best of three, and the fewest threads within 10% of the fastest win. The choice and the load
+`z2v serve naive` measure: short bursts of decode-shaped matrix products at each candidate thread
+count, interleaved, median of five; the fewest threads within 10% of the fastest win. The choice and the load
 are printed with the result, so a reader knows what the numbers were measured under.
 """
 
@@ -59,17 +59,29 @@ class ThreadChoice:
                 "timings_ms": {str(k): round(v, 2) for k, v in self.timings_ms.items()}}
 
 
-def _burst_ms(torch, threads: int, size: int = 192, reps: int = 12) -> float:
+def _burst_ms(torch, threads: int, x, w, reps: int = 10) -> float:
+    """One burst of decode-shaped work: a few rows times a weight matrix, many small steps
+    (where waiting threads cost most)."""
     torch.set_num_threads(threads)
-    a = torch.randn(size, size)
-    b = torch.randn(size, size)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        best = min(best, (time.perf_counter() - t0) * 1000)
-    return best
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.relu(x @ w)
+    return (time.perf_counter() - t0) * 1000
+
+
+def _measure(torch, candidates: list[int], rounds: int = 5) -> dict[int, float]:
+    """Median burst time per thread count, the counts interleaved round by round so a busy
+    spell of another program does not land on one of them only. A count 3x slower than the
+    best after a round is out (on a loaded machine those bursts take seconds)."""
+    x, w = torch.randn(4, 576), torch.randn(576, 1536)
+    times: dict[int, list[float]] = {n: [] for n in candidates}
+    live = list(candidates)
+    for _ in range(rounds):
+        for n in live:
+            times[n].append(_burst_ms(torch, n, x, w))
+        best = min(min(v) for v in times.values() if v)
+        live = [n for n in live if min(times[n]) <= 3 * best]
+    return {n: sorted(v)[len(v) // 2] for n, v in times.items()}
 
 
 def choose_threads(requested: int | None = None, *, device: str = "cpu") -> ThreadChoice:
@@ -83,7 +95,7 @@ def choose_threads(requested: int | None = None, *, device: str = "cpu") -> Thre
     if not device.startswith("cpu"):
         return ThreadChoice(torch.get_num_threads(), cores, load, "not a CPU run")
     candidates = sorted({1, max(1, cores // 2), cores})
-    timings = {n: _burst_ms(torch, n) for n in candidates}
+    timings = _measure(torch, candidates)
     fastest = min(timings.values())
     threads = min(n for n, ms in timings.items() if ms <= fastest * 1.10)
     torch.set_num_threads(threads)
