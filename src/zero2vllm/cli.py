@@ -77,8 +77,8 @@ def storage_error(ctx: click.Context, exc: BaseException) -> str | None:
 # Commands whose module is known up front, so running them imports nothing else (start-up time).
 EAGER_HINTS = {
     name: "track"
-    for name in ("status", "week", "next", "start", "stop", "log", "done", "skip", "reopen", "undo",
-                 "note", "history")
+    for name in ("status", "week", "next", "start", "stop", "timer", "log", "done", "skip", "reopen",
+                 "undo", "note", "history")
 } | {"plan": "plan"}
 
 
