@@ -113,9 +113,9 @@ def test_start_on_the_running_item_says_so_and_done_stops_its_timer(z2v, home, c
     out = z2v("done", "illustrated").output
     assert "done" in out and "logged 45m" in out
     assert [e.seconds for e in store(home).entries()] == [2700] and store(home).timer() is None
-    assert "Undid: done" in z2v("undo").output  # the status, then the stop it made
-    assert "Undid: stop timer (done" in z2v("undo").output
+    assert "Undid: done w1.illustrated-transformer; stop its timer" in z2v("undo").output  # one change
     assert store(home).timer() is not None and store(home).entries() == []
+    assert store(home).state("w1.illustrated-transformer").status == "in_progress"
     z2v("start", "attention all you need")  # a skip stops its timer too
     clock("2026-11-23T10:00:00")
     assert "logged 15m" in z2v("skip", "attention all you need").output

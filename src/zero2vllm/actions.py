@@ -64,12 +64,13 @@ def set_status(store: Store, plan: Plan, ref: str, status: str, *, exact: bool =
     if status not in STATUS_VERBS:
         raise ActionError(f"unknown status {status!r}; use done, skipped or todo")
     name, verb = STATUS_VERBS[status]
-    with store.transaction():  # closing an item stops its timer: one change, one transaction
-        stopped = ""
+    with store.transaction():  # closing an item stops its timer: one change, one undo
+        stopped, mark = "", store.journal_mark()
         timer = store.timer()
         if timer is not None and timer.item_id == item.id and status in ("done", "skipped"):
-            stopped = " " + _stop(store, timer, tracker.now(), cap_ok=True, what=f"stop timer ({name} {item.id})")
+            stopped = " " + _stop(store, timer, tracker.now(), cap_ok=True, what="stop its timer")
         store.change_status(item.id, status, f"{name} {item.id}")
+        store.merge_journal_since(mark)
     return f"{item.id}: {verb}.{stopped}"
 
 

@@ -562,6 +562,22 @@ class Store:
                 undo.append({"op": "state", "item_id": item_id, "row": old.__dict__ if old else None})
             self._journal("import", None, summary, undo)
 
+    def journal_mark(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]
+
+    def merge_journal_since(self, mark: int) -> None:
+        """Make the changes journalled after MARK one change (one undo reverses them all):
+        e.g. `done` on an item whose timer runs is the stop and the status together."""
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM journal WHERE id > ? ORDER BY id", (mark,)).fetchall()
+            if len(rows) < 2:
+                return
+            undo = [op for r in rows for op in json.loads(r["undo"])]
+            last = rows[-1]
+            summary = "; ".join([last["summary"]] + [r["summary"] for r in rows[:-1]])
+            c.execute("UPDATE journal SET undo = ?, summary = ? WHERE id = ?", (json.dumps(undo), summary, last["id"]))
+            c.execute("DELETE FROM journal WHERE id > ? AND id < ?", (mark, last["id"]))
+
     def last_change(self) -> sqlite3.Row | None:
         return self.conn.execute(
             "SELECT * FROM journal WHERE undone = 0 ORDER BY id DESC LIMIT 1"
