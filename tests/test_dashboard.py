@@ -400,3 +400,14 @@ def test_no_input_gives_a_500_or_503(client, z2v):
             raw = f"csrf_token={token}&{field}=%FF%FE%ED%A0%80"  # not UTF-8 at all
             resp = client.post(route, data=raw, content_type="application/x-www-form-urlencoded")
             assert resp.status_code < 500, (route, field, "bytes", resp.status_code)
+
+
+def test_stopping_a_forgotten_timer_in_the_page_logs_the_cap_and_says_so(client, z2v, monkeypatch):
+    monkeypatch.setenv("ZERO2VLLM_NOW", "2026-12-01T20:00:00")
+    z2v("start", "w2.kv-cache-transformers")
+    monkeypatch.setenv("ZERO2VLLM_NOW", "2026-12-02T10:30:00")  # 14.5 h later
+    hx = {"HX-Request": "true", "X-CSRF-Token": token_of(client)}
+    html = client.post("/timer/stop", data={"week": "2"}, headers=hx).get_data(as_text=True)
+    assert "capped at 12h" in html
+    assert [(e["day"], e["seconds"]) for e in z2v.json("history")] == [("2026-12-01", 4 * 3600),
+                                                                        ("2026-12-02", 8 * 3600)]

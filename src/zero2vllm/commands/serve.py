@@ -76,6 +76,10 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
         raise Z2VError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port") from None
     click.echo(f"naive API: {server.name} on {server.device}, context {server.max_model_len} tokens, "
                f"one request at a time; {choice.describe()}", err=True)
+    from zero2vllm.cputhreads import busy_note
+
+    if busy_note():
+        click.echo(busy_note(), err=True)
     click.echo(f"listening on http://{host}:{httpd.server_port}  (POST /generate, GET /health, "
                f"GET /metrics; Ctrl-C to stop)", err=True)
     try:
