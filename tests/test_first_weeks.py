@@ -58,6 +58,7 @@ def test_a_forgotten_timer_asks_or_caps_and_says_so(z2v, home, clock):
     clock("2026-11-24T22:00:00")
     z2v("start", "illustrated")
     clock("2026-11-26T09:00:00")  # 35 h later
+    assert "over the 12h cap" in z2v("status").output
     before = db_digest(home)
     out = z2v("stop", expect=2).output  # no terminal to ask on: refused, with the ways out
     assert "over the 12h cap" in out and "--yes" in out and "--at" in out and "discard" in out

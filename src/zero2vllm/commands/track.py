@@ -71,7 +71,12 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
                       f"{ui.budget(b['budget_min'], b['budget_max'])}", markup=False)
     if st["timer"]:
         t = st["timer"]
-        con.print(f"Timer running: {t['item']} for {format_duration(t['elapsed_s'])}")
+        from zero2vllm.actions import timer_cap
+
+        cap = run_action(timer_cap)  # a bad $ZERO2VLLM_TIMER_CAP: one line, exit 2
+        hint = (f" (over the {format_duration(cap)} cap: forgotten? `z2v stop --at HH:MM`)"
+                if t["elapsed_s"] > cap else "")
+        con.print(f"Timer running: {t['item']} for {format_duration(t['elapsed_s'])}{hint}", markup=False)
     if st["next"]:
         con.print("Next:")
         for item_id in st["next"]:
