@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from zero2vllm.store import Store
+from zero2vllm.tracker.store import Store
 
 from conftest import DATA, run_cli
 from test_tracker import db_digest, store
@@ -286,7 +286,7 @@ def test_mixed_line_endings_import_right_and_round_trip_the_bytes(z2v, tmp_path)
 
 
 def test_plan_files_are_capped_alike_and_devices_refused(z2v, home, tmp_path):
-    from zero2vllm import plan as planlib
+    from zero2vllm.tracker import plan as planlib
     from zero2vllm.web import app as webapp
 
     z2v("status")

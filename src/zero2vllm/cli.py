@@ -44,7 +44,7 @@ class AppContext:
     @property
     def store(self):
         if self._store is None:
-            from zero2vllm.store import Store, StoreError
+            from zero2vllm.tracker.store import Store, StoreError
 
             try:
                 self._store = Store.open(self.db_path)
@@ -65,7 +65,7 @@ def storage_error(ctx: click.Context, exc: BaseException) -> str | None:
     if isinstance(exc, DataDirError):
         return str(exc)
     sqlite3 = sys.modules.get("sqlite3")
-    store = sys.modules.get("zero2vllm.store")
+    store = sys.modules.get("zero2vllm.tracker.store")
     app = ctx.obj if isinstance(ctx.obj, AppContext) else None
     where = app._db if app is not None and app._db is not None else "the zero2vllm database"
     if store is not None and isinstance(exc, store.StoreError):

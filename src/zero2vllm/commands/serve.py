@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import click
 
-from zero2vllm.cli import Z2VError
+from zero2vllm.commands._app import Z2VError
 
 
 @click.group()
@@ -53,11 +53,11 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     import torch
 
     from zero2vllm.models import ModelError
-    from zero2vllm.serving.naive import create_app, load_server
+    from zero2vllm.instruments.naive import create_app, load_server
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    from zero2vllm.serving.naive import pick_threads
+    from zero2vllm.instruments.naive import pick_threads
 
     choice = pick_threads(threads, device)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -68,7 +68,7 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     except ModelError as exc:
         raise Z2VError(str(exc)) from None
     app = create_app(server)
-    from zero2vllm.serving.naive import make_http_server
+    from zero2vllm.instruments.naive import make_http_server
 
     try:
         httpd = make_http_server(app, host, port, access_log=access_log)

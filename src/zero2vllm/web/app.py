@@ -1,7 +1,7 @@
 """The dashboard's Flask app: pages over the same store and library calls as the CLI.
 
-Views only fetch data from `zero2vllm.tracker` / `zero2vllm.views_data` and render it; every
-change goes through `zero2vllm.actions`, the functions the CLI's commands call too. Safe by default: a CSRF token on
+Views only fetch data from `zero2vllm.tracker.progress` / `zero2vllm.web.views_data` and render it; every
+change goes through `zero2vllm.tracker.actions`, the functions the CLI's commands call too. Safe by default: a CSRF token on
 every state-changing request, Host checked against loopback names, Markdown rendered without
 raw HTML, and a database error is an error page, never a stack trace.
 """
@@ -20,11 +20,13 @@ from flask import (Flask, Response, abort, flash, g, get_flashed_messages, redir
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
-from zero2vllm import actions, tracker, views_data
-from zero2vllm.actions import ActionError
-from zero2vllm import plan as planlib
-from zero2vllm.plan import PlanError
-from zero2vllm.store import Store, StoreError
+from zero2vllm.tracker import actions
+from zero2vllm.tracker import progress
+from zero2vllm.web import views_data
+from zero2vllm.tracker.actions import ActionError
+from zero2vllm.tracker import plan as planlib
+from zero2vllm.tracker.plan import PlanError
+from zero2vllm.tracker.store import Store, StoreError
 from zero2vllm.web import charts
 from zero2vllm.web.cache import PageCache
 
@@ -156,7 +158,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
 
     @app.template_filter("duration")
     def duration(seconds: float | None) -> str:
-        from zero2vllm.durations import format_duration
+        from zero2vllm.tracker.durations import format_duration
 
         return format_duration(seconds or 0)
 
@@ -166,12 +168,12 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     # -- overview ----------------------------------------------------------------------------
     @app.get("/")
     def overview():
-        at = tracker.now()
+        at = progress.now()
 
         def render() -> list[bytes]:
             p, s = plan(), store()
-            st = tracker.status(s, plan=p, at=at)
-            today = tracker.local_day(at)
+            st = progress.status(s, plan=p, at=at)
+            today = progress.local_day(at)
             by_day = s.seconds_by_day()  # one query shared by the calendar, streaks and burn-up
             cal = views_data.calendar(s, p, today, by_day=by_day)
             html = render_template(
@@ -199,7 +201,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         except ActionError as exc:
             abort(404, description=str(exc))
         g.nav_week = view["week"].number
-        return render_template("week.html", v=view, plan=plan(), now=tracker.now(),
+        return render_template("week.html", v=view, plan=plan(), now=progress.now(),
                                messages=get_flashed_messages(with_categories=True))
 
     def after_change(item_id: str | None, message: str, ok: bool = True, field: str | None = None,
@@ -216,12 +218,12 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         messages = [] if inline else [("ok" if ok else "error", message)]
         if is_htmx():
             view = views_data.week_view(store(), p, number)
-            return render_template("_checklist.html", v=view, plan=p, now=tracker.now(), oob=True,
+            return render_template("_checklist.html", v=view, plan=p, now=progress.now(), oob=True,
                                    messages=messages, item_errors=inline)
         if inline:  # a plain form: the page again, with the error by the box (no redirect loses it)
             view = views_data.week_view(store(), p, number)
             g.nav_week = view["week"].number
-            return render_template("week.html", v=view, plan=p, now=tracker.now(), messages=[],
+            return render_template("week.html", v=view, plan=p, now=progress.now(), messages=[],
                                    item_errors=inline), 422
         flash(message, "ok" if ok else "error")
         return redirect(url_for("week", number=number) if number else url_for("overview"))
@@ -277,7 +279,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         if not views_data.review_installed():
             return render_template("review.html", missing=True, messages=messages), status
         try:
-            view = views_data.review_view(store(), plan(), tracker.now(), week=week, reveal=reveal)
+            view = views_data.review_view(store(), plan(), progress.now(), week=week, reveal=reveal)
         except ActionError as exc:
             abort(404, description=str(exc))
         template = "_review.html" if is_htmx() else "review.html"
@@ -295,11 +297,11 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         """Rate the card the page showed with `review.rate`, as `z2v review` does; then the next
         card. Only a card due now is rated: a second click, or a page left open while the card
         was rated elsewhere, must not move its schedule again."""
-        from zero2vllm import review
+        from zero2vllm.tracker import review
 
         f = request.form
         card_id, week = f.get("card", ""), f.get("week", type=int)
-        at = tracker.now()
+        at = progress.now()
         try:
             rating = review.parse_rating(f.get("rating", ""))
             card = next((c for c in review.all_cards(store(), plan(), at) if c.id == card_id), None)
@@ -365,7 +367,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             problem = str(exc)
         row = store().get_plan()
         return render_template("plan.html", plan=p, row=row, problem=problem,
-                               start=tracker.start_date(store()) if row else None,
+                               start=progress.start_date(store()) if row else None,
                                messages=get_flashed_messages(with_categories=True), **extra), status
 
     @app.get("/plan")
@@ -402,7 +404,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
 
     @app.get("/plan/export")
     def plan_export():
-        text = tracker.export_text(store(), plan())
+        text = progress.export_text(store(), plan())
         resp = Response(text, mimetype="text/plain; charset=utf-8")
         if request.args.get("download"):
             resp.headers["Content-Disposition"] = "attachment; filename=plan.txt"
@@ -497,7 +499,7 @@ class CachedOverview:
         token = self._token_of(raw)
         if token is None:
             return None
-        parts = self.pages.peek("overview", tracker.now().strftime("%Y-%m-%dT%H:%M"))
+        parts = self.pages.peek("overview", progress.now().strftime("%Y-%m-%dT%H:%M"))
         return (token, parts) if parts is not None else None
 
     def _token_of(self, raw: str) -> str | None:

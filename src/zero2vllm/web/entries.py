@@ -1,7 +1,7 @@
 """The dashboard's Time entries page: every entry logged, each with edit and delete.
 
 Before this page the only way to fix one wrong entry was a chain of undos. Edits and deletes go
-through `zero2vllm.actions` (the rules `z2v log` follows: a duration that parses, at most a day,
+through `zero2vllm.tracker.actions` (the rules `z2v log` follows: a duration that parses, at most a day,
 no future day) and are journalled, so the header's Undo takes them back like any other change.
 A refused edit is shown on its row, with what was typed kept.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from flask import Flask, flash, get_flashed_messages, redirect, render_template, request, url_for
 
-from zero2vllm import actions
-from zero2vllm.actions import ActionError
-from zero2vllm.durations import format_duration
+from zero2vllm.tracker import actions
+from zero2vllm.tracker.actions import ActionError
+from zero2vllm.tracker.durations import format_duration
 
 PAGE_ROWS = 500  # newest first; older ones are a `--week` filter away
 

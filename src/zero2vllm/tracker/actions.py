@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 from datetime import date, datetime, time, timedelta
 
-from zero2vllm import plan as planlib
-from zero2vllm import tracker
-from zero2vllm.durations import DurationError, format_duration, parse_duration
-from zero2vllm.plan import Item, Plan
-from zero2vllm.store import Store
+from zero2vllm.tracker import plan as planlib
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.durations import DurationError, format_duration, parse_duration
+from zero2vllm.tracker.plan import Item, Plan
+from zero2vllm.tracker.store import Store
 
 MAX_LOG_SECONDS = 24 * 3600  # one entry is one day's study; more is a typo or needs --on per day
 TIMER_CAP_ENV = "ZERO2VLLM_TIMER_CAP"  # a timer longer than this was forgotten (default 12h)
@@ -44,7 +44,7 @@ class ActionError(ValueError):
 
 def find_item(plan: Plan, ref: str, *, exact: bool = False) -> Item:
     """The plan item REF names. The CLI takes what people type (an id, a unique prefix, title
-    words; see `tracker.resolve`); a page sends ids it rendered itself, so `exact=True` takes
+    words; see `progress.resolve`); a page sends ids it rendered itself, so `exact=True` takes
     only an id, and an id that left the plan (re-imported meanwhile) never matches another item."""
     if exact:
         item = plan.item(ref)
@@ -52,8 +52,8 @@ def find_item(plan: Plan, ref: str, *, exact: bool = False) -> Item:
             raise ActionError(f"no item {ref!r} in the plan (was the plan re-imported? reload the page)")
         return item
     try:
-        return tracker.resolve(plan, ref)
-    except tracker.RefError as exc:
+        return progress.resolve(plan, ref)
+    except progress.RefError as exc:
         raise ActionError(str(exc)) from None
 
 
@@ -68,7 +68,7 @@ def set_status(store: Store, plan: Plan, ref: str, status: str, *, exact: bool =
         stopped, mark = "", store.journal_mark()
         timer = store.timer()
         if timer is not None and timer.item_id == item.id and status in ("done", "skipped"):
-            stopped = " " + _stop(store, timer, tracker.now(), cap_ok=True, what="stop its timer")
+            stopped = " " + _stop(store, timer, progress.now(), cap_ok=True, what="stop its timer")
         store.change_status(item.id, status, f"{name} {item.id}")
         store.merge_journal_since(mark)
     return f"{item.id}: {verb}.{stopped}"
@@ -77,7 +77,7 @@ def set_status(store: Store, plan: Plan, ref: str, status: str, *, exact: bool =
 # -- time ------------------------------------------------------------------------------------------
 def parse_day(text: str | None) -> date:
     """The day a log counts on: YYYY-MM-DD, 'today' or 'yesterday' (empty: today)."""
-    today = tracker.local_day(tracker.now())
+    today = progress.local_day(progress.now())
     if text in (None, "", "today"):
         return today
     if text == "yesterday":
@@ -94,11 +94,11 @@ def check_day(store: Store, on: date, *, force: bool = False) -> None:
     a log for a study session before the plan was set up)."""
     if force:
         return
-    today = tracker.local_day(tracker.now())
+    today = progress.local_day(progress.now())
     if on > today:
         message = f"{on} is in the future (today is {today}); log time on the day you studied"
         raise ActionError(message, cli=f"{message}, or pass --force if you mean it")
-    start = tracker.start_date(store)
+    start = progress.start_date(store)
     if on < start:
         message = f"{on} is before the plan starts ({start}); move the start on the Plan page"
         raise ActionError(message, cli=f"{on} is before the plan starts ({start}); move it with "
@@ -148,9 +148,9 @@ def split_by_day(start: datetime, end: datetime) -> list[tuple[str, int, datetim
     midnight counts on both days, as the hours were spent."""
     out, cur = [], start
     while cur < end:
-        midnight = datetime.combine(tracker.local_day(cur) + timedelta(days=1), time.min).astimezone()
+        midnight = datetime.combine(progress.local_day(cur) + timedelta(days=1), time.min).astimezone()
         upto = min(end, midnight)
-        out.append((tracker.local_day(cur).isoformat(), int((upto - cur).total_seconds()), cur, upto))
+        out.append((progress.local_day(cur).isoformat(), int((upto - cur).total_seconds()), cur, upto))
         cur = upto
     return out
 
@@ -187,7 +187,7 @@ def start_timer(store: Store, plan: Plan, ref: str, at: datetime | None = None, 
     """Start a timer on an item. A running timer is stopped first (its time logged on the days
     it covered, capped), in the same transaction: a crash or a second start never loses a stop."""
     item = find_item(plan, ref, exact=exact)
-    at = at or tracker.now()
+    at = at or progress.now()
     lines = []
     with store.transaction():
         running = store.timer()
@@ -208,7 +208,7 @@ def parse_at(text: str, started: datetime, now: datetime) -> datetime:
     try:
         if len(text) <= 5:
             clock = time.fromisoformat(text.zfill(5))
-            at = datetime.combine(tracker.local_day(now), clock).astimezone()
+            at = datetime.combine(progress.local_day(now), clock).astimezone()
             if at > now:
                 at -= timedelta(days=1)
         else:
@@ -232,7 +232,7 @@ def stop_timer(store: Store, at: datetime | str | None = None, *, cap_ok: bool =
         timer = store.timer()
         if timer is None:
             raise ActionError("no timer is running", cli="no timer is running; start one with `z2v start ITEM`")
-        now = tracker.now()
+        now = progress.now()
         end = parse_at(at, timer.started_at, now) if isinstance(at, str) else (at or now)
         return _stop(store, timer, end, cap_ok=cap_ok, what=f"stop timer on {timer.item_id}")
 
@@ -242,7 +242,7 @@ def discard_timer(store: Store) -> str:
     timer = store.discard_timer("discard timer")
     if timer is None:
         raise ActionError("no timer is running")
-    ran = max(int((tracker.now() - timer.started_at).total_seconds()), 0)
+    ran = max(int((progress.now() - timer.started_at).total_seconds()), 0)
     return f"Discarded the timer on {timer.item_id} ({format_duration(ran)}, nothing logged)."
 
 
@@ -293,28 +293,28 @@ def undo(store: Store) -> str:
 def set_start_date(store: Store, day: str | None) -> str:
     """The day week 1 starts (normally a Monday); empty: this week's Monday."""
     if store.get_plan() is None:
-        tracker.load_plan(store)  # a new store: the bundled plan, so there is a start to set
+        progress.load_plan(store)  # a new store: the bundled plan, so there is a start to set
     text = (day or "").strip()
     try:
-        start = date.fromisoformat(text) if text else tracker.monday_of(tracker.local_day(tracker.now()))
+        start = date.fromisoformat(text) if text else progress.monday_of(progress.local_day(progress.now()))
     except ValueError:
         message = f"{day!r} is not a date; write it as YYYY-MM-DD"
         raise ActionError(message, cli=f"--on {message}") from None
     note = ""
     if start.weekday() != 0:  # one calendar: the plan's day blocks are weekdays, weeks run Mon-Sun
-        asked, start = start, tracker.monday_of(start)
+        asked, start = start, progress.monday_of(start)
         note = (f" ({asked} is a {asked:%A}; weeks run Monday to Sunday, as the plan's day blocks "
                 f"do, so week 1 is the week of {asked})")
     store.set_start_date(start.isoformat(), f"plan start on {start}")
     return f"Week 1 starts on {start.isoformat()}{note}."
 
 
-def import_plan_text(store: Store, data: bytes | str, name: str) -> tuple[tracker.ImportReport, list[str]]:
+def import_plan_text(store: Store, data: bytes | str, name: str) -> tuple[progress.ImportReport, list[str]]:
     """Import a plan text (bytes are decoded as the CLI decodes files). A text that does not
     parse raises `PlanError` with its line number (pages point at the line), nothing stored.
     Returns the report and what to tell the learner: a headline, then one line per detail."""
     text = planlib.decode(data) if isinstance(data, bytes) else data
-    report = tracker.import_plan(store, text, name)
+    report = progress.import_plan(store, text, name)
     plan = report.plan
     drafts = sum(w.draft for w in plan.weeks)
     lines = [f"Imported {plan.title!r}: {len(plan.weeks)} weeks ({drafts} draft), {report.items} items."]
