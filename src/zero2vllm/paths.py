@@ -9,6 +9,10 @@ ENV_HOME = "ZERO2VLLM_HOME"
 PACKAGE_DATA = Path(__file__).parent / "data"
 
 
+class DataDirError(Exception):
+    """The data directory cannot be created or used; the message says which and what to do."""
+
+
 def data_dir() -> Path:
     home = os.environ.get(ENV_HOME)
     if home:
@@ -17,7 +21,12 @@ def data_dir() -> Path:
         import platformdirs
 
         path = Path(platformdirs.user_data_dir("zero2vllm", appauthor=False))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        source = f"${ENV_HOME}" if home else "the per-user data directory"
+        raise DataDirError(f"cannot create the data directory {path} ({source}): {exc.strerror}; "
+                           f"set {ENV_HOME} to a writable directory, or pass --db FILE") from None
     return path
 
 

@@ -74,6 +74,8 @@ def parse_rate(text: str) -> float:
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=600.0, show_default=True,
               help="Seconds before one request counts as failed.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 100), default=2, show_default=True,
+              help="Full-size requests sent, after a tiny probe, before measuring.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON result here (plots go beside it).")
@@ -81,8 +83,8 @@ def parse_rate(text: str) -> float:
 @click.option("--lab", default=None, help="Record this run as evidence for a lab (e.g. serving-api).")
 @pass_app
 def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len, output_len,
-          prompts_file, prompt_format, model, pid, metrics_url, timeout_s, seed, as_json, out_file,
-          plot, lab):
+          prompts_file, prompt_format, model, pid, metrics_url, timeout_s, seed, warmup, as_json,
+          out_file, plot, lab):
     """Load-test the serving API at URL: TTFT, TPOT, ITL, E2EL and throughput per concurrency.
 
     Definitions follow `vllm bench serve` exactly, so `--api openai` against vLLM and
@@ -111,11 +113,15 @@ def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len,
             burstiness=burstiness, input_len=input_len, output_len=output_len, prompts=prompts,
             prompt_format=prompt_format, model=model, pid=pid,
             metrics_url=None if metrics_url.lower() == "none" else metrics_url,
-            timeout_s=timeout_s, seed=seed, progress=say,
+            timeout_s=timeout_s, seed=seed, progress=say, warmup=warmup,
         )
     except B.BenchError as exc:
         raise Z2VError(str(exc)) from None
     duration = time.perf_counter() - started
+    from zero2vllm.instruments.cputhreads import busy_note
+
+    busy = busy_note()  # the server often runs on this machine too: say when it was busy
+    result["busy"] = busy
 
     stem_dir = out_file.parent if out_file else data_dir() / "bench"
     stem = (out_file.with_suffix("") if out_file else
@@ -140,6 +146,8 @@ def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len,
         if trend:
             click.echo(f"output throughput x{trend['ratio']:.2f} from concurrency "
                        f"{trend['from_concurrency'] or 'inf'} to {trend['to_concurrency'] or 'inf'}")
+        if busy:
+            click.echo(busy)
         click.echo("wrote " + "\n      ".join(str(p) for p in artifacts))
 
     failed = sum(r["failed"] for r in result["runs"])

@@ -21,6 +21,7 @@ from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 EXPORT_FORMAT = "zero2vllm-export"
 EXPORT_VERSION = 1
+MAX_EXPORT_BYTES = 512 * 1024 * 1024  # years of entries are a few MiB; more is the wrong file
 
 
 def _counts_line(counts: dict[str, int]) -> str:
@@ -83,17 +84,27 @@ def import_cmd(app: AppContext, everything: bool, file: Path) -> None:
 
     if not everything:
         raise Z2VError("say what to import: --all FILE (an export); a plan text is `z2v plan import FILE`")
+    from zero2vllm.tracker.plan import PlanError, read_capped
+
     try:
-        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        if str(file) == "-":
+            raw = sys.stdin.buffer.read(MAX_EXPORT_BYTES + 1)
+            if len(raw) > MAX_EXPORT_BYTES:
+                raise PlanError(f"over {MAX_EXPORT_BYTES >> 20} MiB, the limit for an export")
+        else:
+            raw = read_capped(file, MAX_EXPORT_BYTES, "`z2v export --all` file")
         doc = json.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise Z2VError(f"cannot read {file}: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except PlanError as exc:
+        raise Z2VError(f"{file}: {exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise Z2VError(f"{file} is not a JSON export ({exc}); make one with `z2v export --all`") from None
-    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT or "tables" not in doc:
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT or not isinstance(doc.get("tables"), dict):
         raise Z2VError(f"{file} is not a zero2vllm export; make one with `z2v export --all`")
-    if doc.get("version", 0) > EXPORT_VERSION:
-        raise Z2VError(f"{file} was written by a newer zero2vllm (export version {doc['version']}); upgrade")
+    if doc.get("version") != EXPORT_VERSION or not isinstance(doc.get("schema_version", 0), int):
+        raise Z2VError(f"{file} is export version {str(doc.get('version'))[:20]!r}; this zero2vllm reads "
+                       f"version {EXPORT_VERSION} (export it again with this version, or upgrade)")
     store = app.store
     held = {t: n for t, n in store.row_counts().items() if n}
     if held:

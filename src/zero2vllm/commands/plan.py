@@ -103,7 +103,9 @@ def plan_export(app: AppContext, fmt: str, output: Path | None) -> None:
 
 
 @plan_group.command("start")
-@click.option("--on", "on", default=None, help="The Monday of week 1 (YYYY-MM-DD; default: this week's Monday).")
+@click.option("--on", "on", default=None,
+              help="A day of week 1 (YYYY-MM-DD; default: today); weeks run Monday to Sunday, so "
+                   "another weekday snaps to its Monday, and the command says so.")
 @pass_app
 def plan_start(app: AppContext, on: str | None) -> None:
     """Set the date the plan starts (the Monday of week 1)."""

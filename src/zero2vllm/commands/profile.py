@@ -78,7 +78,8 @@ def load_kv_model(spec: str, device: str, dtype: str | None, max_len: int):
               help="Weights and cache dtype (default: the model's own).")
 @click.option("--decode-steps", default=5, show_default=True, type=click.IntRange(1, 100),
               help="Decode steps timed at each length (the median is reported).")
-@click.option("--threads", default=None, type=click.IntRange(1, 256), help="torch CPU threads.")
+@click.option("--threads", default=None, type=click.IntRange(1, 256),
+              help="torch CPU threads (default: measured for this machine, and printed).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the CSV, JSON and PNG go (default: <data dir>/profiles).")
 @pass_app
@@ -95,9 +96,10 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     from zero2vllm.instruments import kvprofile
     from zero2vllm.paths import data_dir
 
-    if threads:
-        torch.set_num_threads(threads)
+    from zero2vllm.instruments import cputhreads
+
     device = resolve_device(device)
+    choice = cputhreads.choose_threads(threads, device=device)
     kvm = load_kv_model(model_spec, device, dtype, max_len=max(lengths_list) + decode_steps + 1)
     if kvm.max_len and max(lengths_list) + decode_steps > kvm.max_len:
         raise Z2VError(
@@ -109,6 +111,10 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     prof = kvprofile.profile_kv(kvm, lengths_list, decode_steps=decode_steps,
                                 progress=lambda m: click.echo(m, err=True))
     click.echo(kvprofile.format_table(prof))
+    click.echo(f"threads: {choice.describe()}")
+    busy = cputhreads.busy_note()
+    if busy:
+        click.echo(busy)
 
     out_dir = out_dir or data_dir() / "profiles"
     if model_spec in ("reference", "smollm2"):
@@ -140,6 +146,7 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
             "lengths": [r.tokens for r in prof.rows],
             "decode_ms": [round(r.decode_ms, 3) for r in prof.rows],
             "prefill_ms": [round(r.prefill_ms, 3) for r in prof.rows],
+            "threads": choice.to_dict(), "busy": busy,
         },
         "artifacts": [str(csv_path), str(json_path), str(png_path)],
     })

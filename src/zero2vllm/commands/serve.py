@@ -32,7 +32,8 @@ def serve() -> None:
               help="Context limit (prompt + new tokens); default: the model's.")
 @click.option("--max-new-tokens-limit", type=click.IntRange(1), default=1024, show_default=True,
               help="Largest max_new_tokens a request may ask for.")
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="torch CPU threads.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="torch CPU threads (default: measured for this machine, and printed).")
 @click.option("--access-log", is_flag=True, help="Print one line per request.")
 def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_tokens_limit, threads,
                 access_log):
@@ -46,10 +47,11 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     from zero2vllm.models import ModelError
     from zero2vllm.instruments.naive import create_app, load_server
 
-    if threads:
-        torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    from zero2vllm.instruments.naive import pick_threads
+
+    choice = pick_threads(threads, device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise Z2VError(f"--device {device}: no CUDA GPU here; use --device cpu")
     try:
@@ -65,7 +67,11 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     except OSError as exc:
         raise Z2VError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port") from None
     click.echo(f"naive API: {server.name} on {server.device}, context {server.max_model_len} tokens, "
-               f"one request at a time", err=True)
+               f"one request at a time; {choice.describe()}", err=True)
+    from zero2vllm.instruments.cputhreads import busy_note
+
+    if busy_note():
+        click.echo(busy_note(), err=True)
     click.echo(f"listening on http://{host}:{httpd.server_port}  (POST /generate, GET /health, "
                f"GET /metrics; Ctrl-C to stop)", err=True)
     try:

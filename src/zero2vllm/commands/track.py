@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 
 from zero2vllm.commands._app import AppContext, Z2VError, pass_app
@@ -74,7 +72,12 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
                       f"{ui.budget(b['budget_min'], b['budget_max'])}", markup=False)
     if st["timer"]:
         t = st["timer"]
-        con.print(f"Timer running: {t['item']} for {format_duration(t['elapsed_s'])}")
+        from zero2vllm.tracker.actions import timer_cap
+
+        cap = run_action(timer_cap)  # a bad $ZERO2VLLM_TIMER_CAP: one line, exit 2
+        hint = (f" (over the {format_duration(cap)} cap: forgotten? `z2v stop --at HH:MM`)"
+                if t["elapsed_s"] > cap else "")
+        con.print(f"Timer running: {t['item']} for {format_duration(t['elapsed_s'])}{hint}", markup=False)
     if st["next"]:
         con.print("Next:")
         for item_id in st["next"]:
@@ -196,12 +199,49 @@ def start_cmd(app: AppContext, item: str) -> None:
 
 
 @click.command("stop")
+@click.option("--at", "at", default=None, metavar="TIME",
+              help="When you stopped: HH:MM (the last such time) or 'YYYY-MM-DD HH:MM'.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Over the cap ($ZERO2VLLM_TIMER_CAP, default 12h): log the cap without asking.")
 @pass_app
-def stop_cmd(app: AppContext) -> None:
-    """Stop the running timer and log its time (also after a crash or reboot)."""
+def stop_cmd(app: AppContext, at: str | None, yes: bool) -> None:
+    """Stop the running timer and log its time (also after a crash or reboot).
+
+    Time past midnight counts on each day it covers. A timer that ran longer than the cap was
+    probably forgotten: stop asks whether to log the cap (`--yes` does without asking)."""
     from zero2vllm.tracker import actions
 
-    click.echo(run_action(actions.stop_timer, app.store))
+    try:
+        click.echo(actions.stop_timer(app.store, at, cap_ok=yes))
+        return
+    except actions.TimerOverCap as exc:
+        from zero2vllm.tracker.durations import format_duration
+
+        question = f"{exc.question}. Log {format_duration(exc.cap)} (the cap)?"
+        try:
+            ok = click.confirm(question, default=False, err=True)
+        except click.Abort:  # no terminal to ask on
+            raise Z2VError(exc.cli) from None
+        if not ok:
+            raise Z2VError("nothing logged; the timer still runs. `z2v stop --at HH:MM` logs until "
+                           "then, `z2v timer discard` drops it") from None
+    except actions.ActionError as exc:
+        raise Z2VError(exc.cli) from None
+    click.echo(run_action(actions.stop_timer, app.store, at, cap_ok=True))
+
+
+@click.group("timer")
+def timer_group() -> None:
+    """The running timer: `z2v timer discard` drops it without logging."""
+
+
+@timer_group.command("discard")
+@pass_app
+def timer_discard(app: AppContext) -> None:
+    """Drop the running timer without logging its time (`z2v undo` brings it back)."""
+    from zero2vllm.tracker import actions
+
+    click.echo(run_action(actions.discard_timer, app.store))
 
 
 @click.command("log")
@@ -209,12 +249,14 @@ def stop_cmd(app: AppContext) -> None:
 @click.argument("duration")
 @click.option("--on", "on", default=None, help="The day you studied (YYYY-MM-DD, 'today', 'yesterday').")
 @click.option("--note", default=None, help="A note for this entry.")
+@click.option("--force", is_flag=True, help="Accept a day in the future or before the plan starts.")
 @pass_app
-def log_cmd(app: AppContext, item: str, duration: str, on: str | None, note: str | None) -> None:
+def log_cmd(app: AppContext, item: str, duration: str, on: str | None, note: str | None,
+            force: bool) -> None:
     """Log time on ITEM: DURATION like 30m, 1h15m or 1.5h."""
     from zero2vllm.tracker import actions
 
-    click.echo(run_action(actions.log_time, app.store, _plan(app), item, duration, on, note))
+    click.echo(run_action(actions.log_time, app.store, _plan(app), item, duration, on, note, force=force))
 
 
 def _status_command(name: str, status: str, help_text: str):
@@ -245,7 +287,8 @@ def undo_cmd(app: AppContext) -> None:
 
 @click.command("note")
 @click.argument("item")
-@click.option("--text", "text", default=None, help="The note (otherwise $EDITOR opens).")
+@click.option("--text", "text", default=None,
+              help="The note (otherwise: stdin when it is a pipe, else $EDITOR or a default editor).")
 @click.option("--show", is_flag=True, help="Print the note instead of editing it.")
 @pass_app
 def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
@@ -258,10 +301,16 @@ def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
     if show:
         click.echo(current or f"No note on {it.id}.")
         return
-    if text is None:
-        if not os.environ.get("EDITOR") and not os.environ.get("VISUAL"):
-            raise Z2VError("no $EDITOR set; pass the note with --text or set EDITOR")
-        text = click.edit(current or f"# {it.title}\n\n")
+    if text is None and not click.get_text_stream("stdin").isatty():
+        from zero2vllm.tracker.actions import MAX_NOTE_CHARS
+
+        text = click.get_text_stream("stdin").read(MAX_NOTE_CHARS + 1)  # `z2v note ITEM < summary.md`
+    elif text is None:
+        # $VISUAL or $EDITOR, else the first of sensible-editor, vim, nano, vi (click's choice)
+        try:
+            text = click.edit(current or f"# {it.title}\n\n")
+        except click.ClickException as exc:
+            raise Z2VError(f"{exc.format_message()}; set $EDITOR, pipe the note in, or use --text") from None
         if text is None:
             click.echo("Note unchanged.")
             return
@@ -301,6 +350,6 @@ def history_cmd(app: AppContext, week: int | None, as_json: bool) -> None:
         click.echo(f"  {format_duration(e.seconds):>7}  {e.item_id}  [{e.source}]{note}")
 
 
-COMMANDS = {cmd.name: cmd for cmd in (status_cmd, week_cmd, next_cmd, start_cmd, stop_cmd, log_cmd,
-                                      done_cmd, skip_cmd, reopen_cmd, undo_cmd, note_cmd,
+COMMANDS = {cmd.name: cmd for cmd in (status_cmd, week_cmd, next_cmd, start_cmd, stop_cmd, timer_group,
+                                      log_cmd, done_cmd, skip_cmd, reopen_cmd, undo_cmd, note_cmd,
                                       history_cmd)}

@@ -279,6 +279,14 @@ def create_app(server: NaiveServer):
     return app
 
 
+def pick_threads(requested: int | None, device: str):
+    """torch's CPU threads for the server: REQUESTED, else measured for this machine
+    (`zero2vllm.instruments.cputhreads`); one request runs at a time, so extra threads only contend."""
+    from zero2vllm.instruments.cputhreads import choose_threads
+
+    return choose_threads(requested, device=device)
+
+
 def load_server(model_spec: str = "smollm2", *, device: str = "cpu", dtype: str | None = None,
                 max_model_len: int | None = None, max_new_tokens_limit: int = 1024) -> NaiveServer:
     from zero2vllm.models import load_model

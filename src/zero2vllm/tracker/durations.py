@@ -12,6 +12,9 @@ _UNIT_SECONDS = {
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(hours|hour|hrs|hr|h|minutes|minute|mins|min|m|seconds|second|secs|sec|s)(?![a-z])", re.I)
 
 
+MAX_TEXT = 40  # "1 hour 15 minutes 30 seconds" fits; a pasted number thousands of digits long does not
+
+
 class DurationError(ValueError):
     pass
 
@@ -19,6 +22,8 @@ class DurationError(ValueError):
 def parse_duration(text: str) -> int:
     """Seconds in `text`; raises DurationError with an example of what works."""
     s = text.strip().lower()
+    if len(s) > MAX_TEXT:
+        raise DurationError(f"duration {text[:20]!r}... is too long; write it like 30m, 1h15m or 1.5h")
     if not s:
         raise DurationError("empty duration; write it like 30m, 1h15m or 1.5h")
     if re.fullmatch(r"\d+(\.\d+)?", s):
@@ -33,6 +38,8 @@ def parse_duration(text: str) -> int:
         raise DurationError(f"cannot read duration {text!r}; write it like 30m, 1h15m or 1.5h")
     if total <= 0:
         raise DurationError(f"duration {text!r} is not positive")
+    if round(total) < 1:  # "0.4s" would store a zero-second entry
+        raise DurationError(f"duration {text!r} is under a second; write it like 30m, 1h15m or 1.5h")
     return int(round(total))
 
 

@@ -208,6 +208,7 @@ class Plan:
     newline: str = "\n"
     final_newline: bool = True
     announced_weeks: int | None = None
+    ends: tuple = ()  # each line's own ending ("\r\n", "\r", "\n"), so emit keeps the author's bytes
 
     def items(self) -> list[Item]:
         return [item for week in self.weeks for item in week.items]
@@ -226,12 +227,31 @@ class Plan:
         d.pop("lines")
         d.pop("newline")
         d.pop("final_newline")
+        d.pop("ends")
         for w, week in zip(d["weeks"], self.weeks):
             w["hours_min"], w["hours_max"] = week.hours_min, week.hours_max
         return d
 
 
 # -- parsing ------------------------------------------------------------------------------------
+MAX_PLAN_BYTES = 2 * 1024 * 1024  # the one cap on a plan text, for the CLI and the dashboard
+
+
+def read_capped(path, limit: int, what: str = "file") -> bytes:
+    """A regular file's bytes, at most `limit` of them. /dev/zero, a FIFO or a directory would
+    read forever or fail oddly, so only regular files are read; OSError stays OSError."""
+    import os
+    import stat
+
+    with open(path, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise PlanError(f"not a regular file (a device, pipe or directory); give a {what} saved on disk")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise PlanError(f"over {limit // 1024} KiB, the limit for a {what}; is this the right file?")
+    return data
+
+
 def decode(data: bytes) -> str:
     """Bytes of a plan file to text, refusing binary data with the line it starts on."""
     if b"\x00" in data:
@@ -247,11 +267,20 @@ def decode(data: bytes) -> str:
 def parse(text: str) -> Plan:
     if not text.strip():
         raise PlanError("the plan is empty; it needs at least a 'WEEK 1: ...' heading", 1)
-    newline = "\r\n" if "\r\n" in text else "\n"
-    final_newline = text.endswith(newline)
-    raw = text[: -len(newline)] if final_newline else text
-    lines = raw.split(newline)
-    return _Parser(lines, newline, final_newline).run()
+    # any mix of CRLF, lone CR and LF ends a line (a file edited on several systems); each
+    # line's ending is kept so `emit` gives back the author's bytes
+    parts = RE_LINE_END.split(text)
+    lines, ends = parts[0::2], parts[1::2]
+    final_newline = len(ends) == len(lines) - 1 and lines[-1] == "" and bool(ends)
+    if final_newline:
+        lines.pop()
+    newline = max(("\n", "\r\n", "\r"), key=ends.count) if ends else "\n"
+    plan = _Parser(lines, newline, final_newline).run()
+    plan.ends = tuple(ends)
+    return plan
+
+
+RE_LINE_END = re.compile(r"(\r\n|\r|\n)")
 
 
 class _Parser:
@@ -525,8 +554,14 @@ def emit(plan: Plan, annotations: dict[str, str | None] | None = None) -> str:
             content = content[: m.start()] if m else content
         new = annotations[item.id]
         lines[item.line - 1] = content + (f" - {new}" if new else "")
-    text = plan.newline.join(lines)
-    return text + plan.newline if plan.final_newline else text
+    ends = list(getattr(plan, "ends", ()) or ())
+    ends += [plan.newline] * (len(lines) - len(ends))
+    out = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if i < len(lines) - 1 or plan.final_newline:
+            out.append(ends[i])
+    return "".join(out)
 
 
 # -- ids and titles -----------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The CLI and the dashboard both call these functions; neither computes anything o
 
 Definitions (shown to the user in `z2v status --help` and the docs):
 - The plan starts on the Monday of week 1 (`z2v plan start --on DATE`; default: the Monday of the
-  week the plan was first imported). Week N covers start + 7(N-1) days .. +6.
+  week the plan was first imported); a DATE on another weekday is snapped to its Monday, and
+  the command says so. Week N covers start + 7(N-1) days .. +6, Monday to Sunday.
 - A day block ("Monday-Tuesday (2 hours)") is a budget for the time logged on its days.
 - Planned hours to date: the block budgets (their lower bound) of every day before today.
 - Pace: hours logged minus planned hours to date (positive: ahead).
@@ -48,7 +49,7 @@ def monday_of(day: date) -> date:
 # -- the plan in the store ------------------------------------------------------------------------
 def read_plan_file(path: Path) -> tuple[str, Plan]:
     try:
-        data = Path(path).read_bytes()
+        data = planlib.read_capped(path, planlib.MAX_PLAN_BYTES, "plan text")
     except OSError as exc:
         raise PlanError(f"cannot read {path}: {exc.strerror}") from None
     text = planlib.decode(data)
@@ -61,8 +62,11 @@ def load_plan(store: Store) -> Plan:
     if row is None:
         from zero2vllm.paths import default_plan_path
 
+        # the bundled plan's annotations ("watched for 30 min") are its author's progress, not
+        # this learner's: they become progress only when the learner imports their own text
         text = default_plan_path().read_text(encoding="utf-8")
-        import_plan(store, text, BUNDLED_NAME)
+        if not store.set_plan_if_none(text, BUNDLED_NAME):  # another first command won the race
+            return parse_cached(store, store.get_plan()["source_text"])
         return planlib.parse(text)
     return parse_cached(store, row["source_text"])
 
@@ -240,9 +244,12 @@ def export_text(store: Store, plan: Plan) -> str:
 
 # -- calendar, pace, projection -------------------------------------------------------------------
 def start_date(store: Store) -> date:
+    """The Monday of week 1. One calendar rule: weeks run Monday to Sunday, because the plan's
+    day blocks name weekdays ("Monday-Tuesday", "Weekend"); a start stored on another weekday
+    (by an older version) counts from its Monday, as `z2v plan start` now snaps it."""
     row = store.get_plan()
     if row and row["start_date"]:
-        return date.fromisoformat(row["start_date"])
+        return monday_of(date.fromisoformat(row["start_date"]))
     if row:
         return monday_of(datetime.fromisoformat(row["imported_at"]).astimezone().date())
     return monday_of(local_day(now()))

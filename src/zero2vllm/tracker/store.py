@@ -120,11 +120,49 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process's; ZERO2VLLM_BUSY_TIMEOUT overrides
+
+
+def busy_timeout() -> float:
+    try:
+        return float(os.environ.get("ZERO2VLLM_BUSY_TIMEOUT") or BUSY_TIMEOUT_S)
+    except ValueError:
+        return BUSY_TIMEOUT_S
 STATUSES = ("todo", "in_progress", "done", "skipped")
 
 
 class StoreError(Exception):
     """The database cannot be used (newer schema, not a database, locked too long)."""
+
+
+def explain(path: Path | str, exc: BaseException) -> str:
+    """One line for a database error: which file, what is wrong, what to do."""
+    text = str(exc)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return (f"{path} is locked by another process for more than {busy_timeout():g} s; "
+                "finish or close the other z2v (or the dashboard) and try again")
+    if "readonly" in low or "read-only" in low:
+        return f"{path} is read-only; make it (and its folder) writable, or pass --db ANOTHER.db"
+    if "not a database" in low or "malformed" in low or "corrupt" in low:
+        return (f"{path} is not a usable zero2vllm database ({text}); restore a backup "
+                "(`z2v backup` makes them) or pass --db NEW.db")
+    if "unable to open" in low or "disk i/o" in low or "no such" in low:
+        return f"cannot open {path} ({text}); check the path and its permissions, or pass --db ANOTHER.db"
+    return f"cannot use {path} as the zero2vllm database: {text}"
+
+
+def _retry_locked(func):
+    import time
+
+    deadline = time.monotonic() + busy_timeout()
+    while True:
+        try:
+            return func()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def utcnow() -> datetime:
@@ -177,18 +215,30 @@ class Store:
     @classmethod
     def open(cls, path: Path | str, *, migrate_to: int | None = None) -> "Store":
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory, not a database file; pass --db FILE.db")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {path.parent} for the database ({exc.strerror}); "
+                             "set ZERO2VLLM_HOME or --db to a writable place") from None
+        timeout = busy_timeout()
+        try:
+            conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(explain(path, exc)) from None
         conn.row_factory = sqlite3.Row
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            # switching to WAL takes a lock SQLite's busy handler does not wait for: when several
+            # first commands start at once, one of them gets "locked" here; wait and retry
+            _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             conn.execute("PRAGMA synchronous = NORMAL")
             store = cls(conn, path)
-            store.migrate(migrate_to)
+            _retry_locked(lambda: store.migrate(migrate_to))
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"cannot use {path} as the zero2vllm database: {exc}") from None
+            raise StoreError(explain(path, exc)) from None
         return store
 
     def close(self) -> None:
@@ -242,6 +292,16 @@ class Store:
                    source_name = excluded.source_name, imported_at = excluded.imported_at""",
                 (text, name, iso(utcnow())),
             )
+
+    def set_plan_if_none(self, text: str, name: str) -> bool:
+        """Store the bundled plan on first use, once: the check and the insert are one
+        transaction, so four first commands at once import it once. Not journalled (there is
+        nothing for undo to go back to). True if this call stored it."""
+        with self.transaction():
+            if self.get_plan() is not None:
+                return False
+            self.set_plan(text, name)
+            return True
 
     def set_start_date(self, day: str, summary: str | None = None) -> None:
         with self.transaction() as c:
@@ -418,24 +478,58 @@ class Store:
             self._journal("start", item_id, summary, undo)
             return previous
 
-    def stop_timer(self, ended_at: datetime, day: str, summary: str) -> tuple[Timer, int | None] | None:
-        """Stop the running timer, logging its time; None when no timer runs."""
+    def stop_timer(self, segments: list[tuple[str, int, datetime, datetime]], summary: str,
+                   *, expect: Timer | None = None) -> tuple[Timer, list[int]] | None:
+        """Stop the running timer, logging `segments` (day, seconds, start, end: one per day
+        it covered); None when no timer runs, or when it is not `expect` (changed meanwhile)."""
+        with self.transaction():
+            timer = self.timer()
+            if timer is None or (expect is not None and _timer_row(timer) != _timer_row(expect)):
+                return None
+            undo: list[dict] = [{"op": "timer", "row": _timer_row(timer)}]
+            ids = []
+            self._set_timer(None, None)
+            for day, seconds, start, end in segments:
+                if seconds > 0:
+                    entry_id = self.add_entry(timer.item_id, day, seconds, source="timer",
+                                              started_at=iso(start), ended_at=iso(end))
+                    undo.append({"op": "delete_entry", "id": entry_id})
+                    ids.append(entry_id)
+            self._journal("stop", timer.item_id, summary, undo)
+            return timer, ids
+
+    def discard_timer(self, summary: str) -> Timer | None:
+        """Drop the running timer without logging it (undo brings it back)."""
         with self.transaction():
             timer = self.timer()
             if timer is None:
                 return None
-            seconds = int((ended_at - timer.started_at).total_seconds())
-            undo: list[dict] = [{"op": "timer", "row": _timer_row(timer)}]
-            entry_id = None
             self._set_timer(None, None)
-            if seconds > 0:
-                entry_id = self.add_entry(
-                    timer.item_id, day, seconds, source="timer",
-                    started_at=iso(timer.started_at), ended_at=iso(ended_at),
-                )
-                undo.append({"op": "delete_entry", "id": entry_id})
-            self._journal("stop", timer.item_id, summary, undo)
-            return timer, entry_id
+            self._journal("discard", timer.item_id, summary, [{"op": "timer", "row": _timer_row(timer)}])
+            return timer
+
+    def edit_entry(self, entry_id: int, summary: str, **fields: Any) -> TimeEntry | None:
+        """Change an entry's day, seconds or note, journalled (undo puts the old row back)."""
+        bad = set(fields) - {"day", "seconds", "note", "item_id"}
+        if bad:
+            raise ValueError(f"cannot edit entry field(s) {sorted(bad)}")
+        with self.transaction() as c:
+            before = self.entry(entry_id)
+            if before is None:
+                return None
+            sets = ", ".join(f"{name} = :{name}" for name in fields)
+            c.execute(f"UPDATE time_entry SET {sets} WHERE id = :id", {**fields, "id": entry_id})
+            self._journal("edit-entry", before.item_id, summary, [{"op": "entry", "row": before.__dict__}])
+            return before
+
+    def delete_entry(self, entry_id: int, summary: str) -> TimeEntry | None:
+        with self.transaction() as c:
+            before = self.entry(entry_id)
+            if before is None:
+                return None
+            c.execute("DELETE FROM time_entry WHERE id = ?", (entry_id,))
+            self._journal("delete-entry", before.item_id, summary, [{"op": "entry", "row": before.__dict__}])
+            return before
 
     def set_note(self, item_id: str, text: str, summary: str) -> None:
         with self.transaction():
@@ -468,6 +562,22 @@ class Store:
                 undo.append({"op": "state", "item_id": item_id, "row": old.__dict__ if old else None})
             self._journal("import", None, summary, undo)
 
+    def journal_mark(self) -> int:
+        return self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]
+
+    def merge_journal_since(self, mark: int) -> None:
+        """Make the changes journalled after MARK one change (one undo reverses them all):
+        e.g. `done` on an item whose timer runs is the stop and the status together."""
+        with self.transaction() as c:
+            rows = c.execute("SELECT * FROM journal WHERE id > ? ORDER BY id", (mark,)).fetchall()
+            if len(rows) < 2:
+                return
+            undo = [op for r in rows for op in json.loads(r["undo"])]
+            last = rows[-1]
+            summary = "; ".join([last["summary"]] + [r["summary"] for r in rows[:-1]])
+            c.execute("UPDATE journal SET undo = ?, summary = ? WHERE id = ?", (json.dumps(undo), summary, last["id"]))
+            c.execute("DELETE FROM journal WHERE id > ? AND id < ?", (mark, last["id"]))
+
     def last_change(self) -> sqlite3.Row | None:
         return self.conn.execute(
             "SELECT * FROM journal WHERE undone = 0 ORDER BY id DESC LIMIT 1"
@@ -482,6 +592,11 @@ class Store:
                 kind = op["op"]
                 if kind == "delete_entry":
                     self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["id"],))
+                elif kind == "entry":  # an edited or deleted entry: its old row, same id
+                    self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["row"]["id"],))
+                    self.conn.execute(
+                        "INSERT INTO time_entry VALUES (:id, :item_id, :day, :seconds, :started_at, "
+                        ":ended_at, :note, :source, :created_at)", op["row"])
                 elif kind == "state":
                     self._restore_state(op["item_id"], op["row"])
                 elif kind == "timer":

@@ -24,6 +24,7 @@ from zero2vllm.tracker import actions
 from zero2vllm.tracker import progress
 from zero2vllm.web import views_data
 from zero2vllm.tracker.actions import ActionError
+from zero2vllm.tracker import plan as planlib
 from zero2vllm.tracker.plan import PlanError
 from zero2vllm.tracker.store import Store, StoreError
 from zero2vllm.web import charts
@@ -43,7 +44,7 @@ SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' "
                                 "'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"),
 ]
-MAX_PLAN_BYTES = 2 * 1024 * 1024
+MAX_PLAN_BYTES = planlib.MAX_PLAN_BYTES  # the CLI's cap too
 
 
 class StoredPlanError(Exception):
@@ -203,23 +204,35 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         return render_template("week.html", v=view, plan=plan(), now=progress.now(),
                                messages=get_flashed_messages(with_categories=True))
 
-    def after_change(item_id: str | None, message: str, ok: bool = True):
-        """htmx: the week's checklist, re-rendered with the message; a plain form: back to it."""
+    def after_change(item_id: str | None, message: str, ok: bool = True, field: str | None = None,
+                     typed: dict | None = None):
+        """htmx: the week's checklist, re-rendered with the message; a plain form: back to it.
+        An error on one item's input (FIELD) is shown next to that input, keeping what was
+        typed (TYPED), not at the top of the page where nobody scrolled to."""
         p = plan()
         item = p.item(item_id) if item_id else None
         number = item.week if item else request.form.get("week", type=int)
+        inline = {}
+        if not ok and item is not None and field:
+            inline = {item.id: {"field": field, "message": message, "typed": typed or {}}}
+        messages = [] if inline else [("ok" if ok else "error", message)]
         if is_htmx():
             view = views_data.week_view(store(), p, number)
             return render_template("_checklist.html", v=view, plan=p, now=progress.now(), oob=True,
-                                   messages=[("ok" if ok else "error", message)])
+                                   messages=messages, item_errors=inline)
+        if inline:  # a plain form: the page again, with the error by the box (no redirect loses it)
+            view = views_data.week_view(store(), p, number)
+            g.nav_week = view["week"].number
+            return render_template("week.html", v=view, plan=p, now=progress.now(), messages=[],
+                                   item_errors=inline), 422
         flash(message, "ok" if ok else "error")
         return redirect(url_for("week", number=number) if number else url_for("overview"))
 
-    def act(item_id: str | None, func, *args, **kwargs):
+    def act(item_id: str | None, func, *args, field: str | None = None, typed: dict | None = None, **kwargs):
         try:
             return after_change(item_id, func(*args, **kwargs))
         except ActionError as exc:
-            return after_change(item_id, str(exc), ok=False)
+            return after_change(item_id, str(exc), ok=False, field=field, typed=typed)
 
     # item ids come from the pages themselves: exact=True, never a fuzzy match on a stale id
     @app.post("/item/<item_id>/status")
@@ -230,8 +243,9 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     @app.post("/item/<item_id>/log")
     def item_log(item_id: str):
         f = request.form
+        typed = {"duration": f.get("duration", "")[:100], "day": f.get("day", "")[:20]}
         return act(item_id, actions.log_time, store(), plan(), item_id, f.get("duration", ""),
-                   f.get("day") or None, f.get("note") or None, exact=True)
+                   f.get("day") or None, f.get("note") or None, exact=True, field="log", typed=typed)
 
     @app.post("/item/<item_id>/start")
     def item_start(item_id: str):
@@ -241,12 +255,14 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     def timer_stop():
         timer = store().timer()
         item_id = timer.item_id if timer and plan().item(timer.item_id) else None
-        return act(item_id, actions.stop_timer, store())
+        # a forgotten timer logs the cap, and the message says so (undo takes it back)
+        return act(item_id, actions.stop_timer, store(), cap_ok=True)
 
     @app.post("/item/<item_id>/note")
     def item_note(item_id: str):
-        return act(item_id, actions.save_note, store(), plan(), item_id, request.form.get("text", ""),
-                   exact=True)
+        text = request.form.get("text", "")
+        return act(item_id, actions.save_note, store(), plan(), item_id, text, exact=True,
+                   field="note", typed={"text": text})
 
     @app.post("/undo")
     def undo():
@@ -398,6 +414,9 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     from zero2vllm.web import engine_trace
 
     engine_trace.register(app)
+    from zero2vllm.web import entries  # the time entries page: see, edit, delete (undoable)
+
+    entries.register(app, store, plan)
 
     # -- errors: a page that says what happened, never a stack trace --------------------------
     def error_page(status: int, title: str, message: str, hint: str | None = None):

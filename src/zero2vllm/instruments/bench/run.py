@@ -193,7 +193,7 @@ async def run_benchmark_async(
     sample_interval: float = 0.5,
     seed: int = 0,
     timeout_s: float = 600.0,
-    warmup: bool = True,
+    warmup: bool | int = True,
     extra_body: dict | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -245,6 +245,13 @@ async def run_benchmark_async(
             r = await func(client, endpoint, probe_req, extra)
             if not r.success:
                 raise BenchError(f"the warm-up request to {endpoint} failed: {r.error or 'no answer'}")
+            # then full-size requests, so the first level is not measured on a cold server
+            # (allocator growth, first-use kernels at this length); an int is how many
+            full = make_requests(int(warmup), input_len=input_len, output_len=output_len, prompts=prompts,
+                                 prompt_format=prompt_format, seed=seed + 998)
+            say(f"warming up with {len(full)} full-size request(s)...")
+            for req in full:
+                await func(client, endpoint, req, extra)
         runs = []
         for level in levels:
             n = num_requests or max(8, 4 * (level or 2))
