@@ -242,3 +242,41 @@ def state_repro_no_test(root: Path) -> Path:
 def state_no_branch(root: Path) -> Path:
     """The untouched clone: on the branch, but no commits on it yet."""
     return upstream(root)
+
+
+def state_own_test_good(root: Path) -> Path:
+    """A test of LRU reuse that the lru-eviction mutation breaks; signed off; pre-commit clean."""
+    repo = upstream(root)
+    add_file(repo, LRU_TEST)
+    commit(repo, "[Test] block pool reuses freed blocks last")
+    return repo
+
+
+def state_own_test_weak(root: Path) -> Path:
+    """A test that passes whatever the eviction order: no mutation makes it fail."""
+    repo = upstream(root)
+    add_file(repo, LRU_WEAK_TEST)
+    commit(repo, "[Test] block pool frees blocks")
+    return repo
+
+
+def state_own_test_failing(root: Path) -> Path:
+    repo = upstream(root)
+    add_file(repo, (LRU_TEST[0], LRU_TEST[1].replace("[2, 3]", "[0, 1]")))
+    commit(repo, "[Test] block pool reuses freed blocks first")
+    return repo
+
+
+def state_own_test_unsigned(root: Path) -> Path:
+    repo = upstream(root)
+    add_file(repo, LRU_TEST)
+    commit(repo, "[Test] block pool reuses freed blocks last", signoff=False)
+    return repo
+
+
+def state_own_test_whitespace(root: Path) -> Path:
+    """The good test with trailing whitespace: the pre-commit hook rejects it."""
+    repo = upstream(root)
+    add_file(repo, (LRU_TEST[0], LRU_TEST[1].replace("pool = BlockPool(4)", "pool = BlockPool(4)   ")))
+    commit(repo, "[Test] block pool reuses freed blocks last")
+    return repo

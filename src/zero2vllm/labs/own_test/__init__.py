@@ -1,0 +1,14 @@
+"""Week 6 lab: the learner's branch adds a test that passes, and fails when the lab breaks the
+behaviour it tests (a mutation from a small catalogue); pre-commit passes; commits signed off."""
+
+from zero2vllm.labs import Lab
+
+LAB = Lab(
+    id="own-test",
+    title="Your own test in vLLM",
+    week=6,
+    keywords=("test", "write", "own", "unit"),
+    summary="your test passes, fails on a mutation of the code it tests; pre-commit and DCO pass",
+    entry=None,  # nothing to import: the checks run git, pytest and pre-commit in your clone
+    time_limit_s=1200.0,
+)
