@@ -280,3 +280,70 @@ def state_own_test_whitespace(root: Path) -> Path:
     add_file(repo, (LRU_TEST[0], LRU_TEST[1].replace("pool = BlockPool(4)", "pool = BlockPool(4)   ")))
     commit(repo, "[Test] block pool reuses freed blocks last")
     return repo
+
+
+PR_GOOD = """\
+[Bugfix] cdiv rounds up, so a 17-token prompt gets 2 blocks
+
+## Purpose
+
+`cdiv` floored, so the last partial block of a prompt was never allocated. FIX #1234
+
+## Test Plan
+
+```
+pytest tests/test_utils.py -q
+```
+
+## Test Result
+
+```
+1 passed in 0.01s
+```
+"""
+
+
+def state_pr_ready_good(root: Path, pr: str = PR_GOOD) -> Path:
+    """The repro branch plus its PR.md (untracked, at the clone's root)."""
+    repo = state_repro_fixed(root)
+    (repo / "PR.md").write_text(pr)
+    return repo
+
+
+def state_pr_ready_no_tag(root: Path) -> Path:
+    return state_pr_ready_good(root, PR_GOOD.replace("[Bugfix] ", "", 1))
+
+
+def state_pr_ready_empty_result(root: Path) -> Path:
+    return state_pr_ready_good(root, PR_GOOD.split("## Test Result")[0] + "## Test Result\n\n<!-- TODO -->\n")
+
+
+def state_pr_ready_result_mismatch(root: Path) -> Path:
+    return state_pr_ready_good(root, PR_GOOD.replace("1 passed", "2 passed"))
+
+
+def state_pr_ready_plan_fails(root: Path) -> Path:
+    return state_pr_ready_good(root, PR_GOOD.replace("pytest tests/test_utils.py -q",
+                                                     "pytest tests/test_missing.py -q"))
+
+
+def state_pr_ready_big_diff(root: Path) -> Path:
+    repo = state_pr_ready_good(root)
+    write(repo, "vllm/big.py", "".join(f"X{i} = {i}\n" for i in range(600)))
+    commit(repo, "[Core] a large change")
+    return repo
+
+
+def state_pr_ready_user_facing(root: Path) -> Path:
+    repo = state_pr_ready_good(root)
+    path = repo / "vllm/entrypoints/cli.py"
+    path.write_text(path.read_text().replace('["--model"]', '["--model", "--block-size"]'))
+    commit(repo, "[Frontend] --block-size")
+    return repo
+
+
+def state_pr_ready_unsigned(root: Path) -> Path:
+    repo = state_pr_ready_good(root)
+    write(repo, "vllm/v1/core/note.py", "NOTE = 1\n")
+    commit(repo, "[Misc] note", signoff=False)
+    return repo
