@@ -7,7 +7,8 @@ LAB = Lab(
     id="own-test",
     title="Your own test in vLLM",
     week=6,
-    keywords=("test", "write", "own", "unit"),
+    # the bundled plan's deliverable names the lab id; the other words find it in your own plan
+    keywords=("own-test", "own", "test", "passing", "branch"),
     summary="your test passes, fails on a mutation of the code it tests; pre-commit and DCO pass",
     entry=None,  # nothing to import: the checks run git, pytest and pre-commit in your clone
     time_limit_s=1200.0,

@@ -7,7 +7,8 @@ LAB = Lab(
     id="repro",
     title="Regression test: fail first, then pass",
     week=7,
-    keywords=("repro", "regression", "test", "issue"),
+    # the bundled plan's deliverable names the lab id; the other words find it in your own plan
+    keywords=("repro", "regression", "reproduce", "fails", "failing"),
     summary="your branch's new test fails at the merge base and passes at HEAD",
     entry=None,  # nothing to import: the checks run git and pytest in your clone
     time_limit_s=900.0,
