@@ -84,6 +84,23 @@ FILES = {
                 request.status = "preempted"
                 request.num_computed_tokens = 0
         ''',
+    "vllm/v1/executor/__init__.py": "",
+    "vllm/v1/executor/abstract.py": '''\
+        class Executor:
+            def execute_model(self, scheduler_output):
+                return {"sampled": list(scheduler_output)}
+        ''',
+    "vllm/v1/engine/__init__.py": "",
+    "vllm/v1/engine/core.py": '''\
+        class EngineCore:
+            def __init__(self, scheduler, model_executor):
+                self.scheduler, self.model_executor = scheduler, model_executor
+
+            def step(self):
+                scheduler_output = self.scheduler.schedule([])
+                model_output = self.model_executor.execute_model(scheduler_output)
+                return self.scheduler.update_from_output(scheduler_output, model_output)
+        ''',
     "vllm/entrypoints/__init__.py": "",
     "vllm/entrypoints/cli.py": '''\
         def parser_args():

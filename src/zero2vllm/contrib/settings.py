@@ -98,6 +98,11 @@ def locked(store: Store, lab: str, name: str | None = None):
     return next((r for r in rows if r["name"] == name), None)
 
 
+def matches(row: dict, answer: str) -> bool:
+    """Whether ANSWER is what the locked prediction ROW hashed."""
+    return _digest(row["salt"], answer) == row["digest"]
+
+
 def reveal(store: Store, lab: str, name: str, answer: str) -> bool:
     """Record ANSWER as the revealed prediction if it matches the hash; True when it does."""
     row = locked(store, lab, name)
