@@ -115,6 +115,21 @@ FILES = {
         def test_budget_caps_one_request():
             assert Scheduler(8).schedule([("a", 20)]) == {"a": 8}
         ''',
+    "tests/v1/__init__.py": "",
+    "tests/v1/core/__init__.py": "",
+    "tests/v1/core/test_kv_cache_utils.py": '''\
+        from vllm.v1.core.kv_cache_utils import hash_block_tokens
+
+
+        def test_hash_depends_on_parent():
+            h = hash
+            assert hash_block_tokens(h, None, [1, 2]) != hash_block_tokens(h, b"p", [1, 2])
+
+
+        def test_hash_depends_on_tokens():
+            h = hash
+            assert hash_block_tokens(h, None, [1, 2]) != hash_block_tokens(h, None, [1, 3])
+        ''',
     "pyproject.toml": '''\
         [project]
         name = "vllm"
@@ -363,4 +378,59 @@ def state_pr_ready_unsigned(root: Path) -> Path:
     repo = state_pr_ready_good(root)
     write(repo, "vllm/v1/core/note.py", "NOTE = 1\n")
     commit(repo, "[Misc] note", signoff=False)
+    return repo
+
+
+# -- dev-setup: an editable install is a venv whose site-packages points at the clone ----------
+def editable_venv(repo: Path) -> Path:
+    """CLONE/.venv importing vllm from the clone, as `pip install -e .` leaves it (a .pth file),
+    plus this interpreter's packages (pytest) so no download is needed."""
+    import site
+    import sys
+
+    venv = repo / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pkgs = next(venv.glob("lib/python*/site-packages"))
+    (pkgs / "__editable__.vllm.pth").write_text(f"{repo}\n")
+    (pkgs / "z2v-test-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    return venv / "bin" / "python"
+
+
+def pre_commit_install(repo: Path) -> None:
+    import sys
+
+    subprocess.run([sys.executable, "-m", "pre_commit", "install"], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def state_dev_setup_good(root: Path) -> Path:
+    repo = upstream(root)
+    editable_venv(repo)
+    pre_commit_install(repo)
+    return repo
+
+
+def state_dev_setup_not_editable(root: Path) -> Path:
+    repo = upstream(root)
+    pre_commit_install(repo)
+    return repo
+
+
+def state_dev_setup_no_hook(root: Path) -> Path:
+    repo = upstream(root)
+    editable_venv(repo)
+    return repo
+
+
+def state_dev_setup_own_hooks(root: Path) -> Path:
+    repo = state_dev_setup_good(root)
+    (repo / ".pre-commit-config.yaml").write_text("repos: []\n")
+    return repo
+
+
+def state_dev_setup_failing_test(root: Path) -> Path:
+    repo = state_dev_setup_good(root)
+    path = repo / "tests/v1/core/test_kv_cache_utils.py"
+    path.write_text(path.read_text().replace("!= hash_block_tokens(h, None, [1, 3])",
+                                             "== hash_block_tokens(h, None, [1, 3])"))
     return repo

@@ -125,3 +125,34 @@ def test_pr_ready_without_pr_md_says_to_init(tmp_path):
     crit = {c["name"]: c for c in result.criteria}
     assert "z2v lab init pr-ready" in crit["PR.md"]["detail"]
     assert crit["title tags"]["detail"].startswith("not run")
+
+
+def test_dev_setup_passes_and_keeps_head_and_counts(tmp_path):
+    result, crit = check("dev-setup", "state_dev_setup_good", tmp_path)
+    assert result.passed, result.criteria
+    repo = tmp_path / "vllm"
+    assert result.metrics["head"] == cf.git(repo, "rev-parse", "HEAD").strip()
+    assert result.metrics["counts"]["passed"] == 2 and result.metrics["counts"]["failed"] == 0
+    assert result.metrics["tests"] == ["tests/v1/core/test_kv_cache_utils.py"]
+
+
+@pytest.mark.parametrize("state, criterion, message", [
+    ("state_dev_setup_not_editable", "editable install", "cannot find vllm"),
+    ("state_dev_setup_no_hook", "pre-commit installed", "no pre-commit git hook"),
+    ("state_dev_setup_own_hooks", "pre-commit installed", "differs from the committed one"),
+    ("state_dev_setup_failing_test", "unit tests", "1 of 2 tests failed"),
+])
+def test_dev_setup_mistakes(tmp_path, state, criterion, message):
+    result, crit = check("dev-setup", state, tmp_path)
+    assert [n for n, c in crit.items() if not c["passed"] and not c["detail"].startswith("not run")] == [criterion]
+    assert message in crit[criterion]["detail"]
+
+
+def test_dev_setup_editable_elsewhere_is_named(tmp_path, z2v):
+    """vllm importable, but from another folder than the clone: not an editable install of it."""
+    other = cf.upstream(tmp_path / "other")
+    repo = cf.state_dev_setup_not_editable(tmp_path / "mine")
+    python = cf.editable_venv(other)
+    z2v("contrib", "init", str(repo), "--python", str(python))
+    result = run_check(get_lab("dev-setup"), repo, only=["clone", "editable install"])
+    assert f"not from the clone {repo}" in result.criteria[-1]["detail"]

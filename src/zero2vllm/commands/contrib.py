@@ -47,8 +47,9 @@ def contrib_init(app, path: Path, base: str | None, python: Path | None, pr_url:
             raise Z2VError(str(exc)) from None
     if not (top / "vllm").is_dir():
         click.echo(f"note: {top} has no vllm/ package folder; is it a vLLM clone?")
+    # absolute(), not resolve(): a venv's python is a symlink, and resolving it leaves the venv
     values = {"clone": str(top.resolve()), "base": base,
-              "python": str(python.resolve()) if python else None, "pr_url": pr_url}
+              "python": str(python.absolute()) if python else None, "pr_url": pr_url}
     store = app.store
     old = settings.get_all(store)
     # Only what was given changes; a new clone forgets the old clone's base and python.

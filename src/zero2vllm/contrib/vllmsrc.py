@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,17 +80,27 @@ def _version_from_files(pkg: Path) -> str | None:
     return None
 
 
-def installed() -> Installed:
-    for python in candidate_pythons():
+def probe(python: str) -> Installed | None:
+    """Where PYTHON imports vllm from, or None. Run from an empty folder: `python -c` puts the
+    current directory first on sys.path, and a clone's folder would look installed."""
+    with tempfile.TemporaryDirectory(prefix="z2v-probe-") as tmp:
         try:
-            proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=60)
+            proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True,
+                                  timeout=60, cwd=tmp)
             info = json.loads(proc.stdout.strip().splitlines()[-1])
         except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-            continue
-        if info.get("dir"):
-            pkg = Path(info["dir"])
-            version = info.get("version") or _version_from_files(pkg) or "unknown"
-            return Installed(pkg, version, python)
+            return None
+    if not info.get("dir"):
+        return None
+    pkg = Path(info["dir"])
+    return Installed(pkg, info.get("version") or _version_from_files(pkg) or "unknown", python)
+
+
+def installed() -> Installed:
+    for python in candidate_pythons():
+        found = probe(python)
+        if found is not None:
+            return found
     raise SourceError("no installed vLLM found: `z2v vllm install`, or `z2v contrib init CLONE "
                       "--python PY` with the Python your editable install is in")
 
