@@ -434,3 +434,17 @@ def state_dev_setup_failing_test(root: Path) -> Path:
     path.write_text(path.read_text().replace("!= hash_block_tokens(h, None, [1, 3])",
                                              "== hash_block_tokens(h, None, [1, 3])"))
     return repo
+
+
+def state_pr_url(root: Path) -> Path:
+    """A pr-merged lab folder naming the recorded PR; the case's env picks the recorded stage
+    (ZERO2VLLM_GITHUB_REPLAY=tests/data/github/<stage>)."""
+    folder = root / "pr-merged"
+    folder.mkdir(parents=True)
+    (folder / "pr-url.txt").write_text("https://github.com/vllm-project/vllm/pull/31234\n")
+    return folder
+
+
+def state_empty(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    return root

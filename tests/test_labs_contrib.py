@@ -156,3 +156,30 @@ def test_dev_setup_editable_elsewhere_is_named(tmp_path, z2v):
     z2v("contrib", "init", str(repo), "--python", str(python))
     result = run_check(get_lab("dev-setup"), repo, only=["clone", "editable install"])
     assert f"not from the clone {repo}" in result.criteria[-1]["detail"]
+
+
+def test_fixture_cases_name_real_builders_and_criteria():
+    """tests/lab_cases/<lab>/cases.toml of the repository-state labs: every builder exists and
+    every criterion is one the lab has (dev-check builds and runs them)."""
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    from zero2vllm.labs.framework import criteria_of
+
+    seen = 0
+    for cases in sorted((Path(__file__).parent / "lab_cases").glob("*/cases.toml")):
+        doc = tomllib.loads(cases.read_text())
+        if doc.get("kind") != "fixture":
+            continue
+        lab = get_lab(cases.parent.name)
+        names = {c.name for c in criteria_of(importlib.import_module(lab.checks_module).__name__)}
+        assert doc["scaffold_fails_on"] in names
+        for case in [{"builder": doc["scaffold_builder"]}] + doc.get("correct", []) + doc.get("mistake", []):
+            module, func = case["builder"].split(":")
+            assert callable(getattr(importlib.import_module(module), func)), case
+            assert case.get("criterion", doc["scaffold_fails_on"]) in names, case
+            for value in case.get("env", {}).values():
+                assert (Path(__file__).parents[1] / value).is_dir(), value
+        seen += 1
+    assert seen == 5  # repro, own-test, pr-ready, pr-merged, dev-setup
