@@ -3,8 +3,11 @@ per step, the tokens each request got. Requests are matched by order of arrival.
 
 from __future__ import annotations
 
-PROMPTS = ["The capital of France is", "Once upon a time, in a small village by the sea,"]
-SETTINGS = {"max_tokens": 8, "block_size": 16, "max_num_batched_tokens": 16, "max_num_seqs": 4,
+# The second prompt is longer than a block (32 tokens), so its blocks grow while it is chunked.
+PROMPTS = ["The capital of France is",
+           "Once upon a time, in a small village by the sea, there lived an old fisherman who walked "
+           "down to the harbour every morning, mended his nets and told the children about storms"]
+SETTINGS = {"max_tokens": 8, "block_size": 32, "max_num_batched_tokens": 16, "max_num_seqs": 4,
             "num_kv_blocks": 64, "prefix_caching": True}
 
 

@@ -47,10 +47,10 @@ def schedule(self, *args, **kwargs):
 
 Scheduler.schedule = schedule
 prompts = json.loads(prompts_json)
-llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_model_len=256, block_size=16,
+llm = LLM(model=model_dir, dtype="float32", enforce_eager=True, max_model_len=256, block_size=32,
           max_num_batched_tokens=16, max_num_seqs=4, seed=0, enable_prefix_caching=True)
 outputs = llm.generate(prompts, SamplingParams(max_tokens=8, temperature=0.0), use_tqdm=False)
-result = {"steps": steps, "block_size": 16, "budget_tokens": 16,
+result = {"steps": steps, "block_size": 32, "budget_tokens": 16,
           "requests": [{"prompt_tokens": len(o.prompt_token_ids), "completion": o.outputs[0].text}
                        for o in outputs]}
 with open(out_file, "w") as f:
