@@ -56,13 +56,13 @@ needs_vllm = pytest.mark.skipif(os.environ.get("Z2V_TEST_VLLM") != "1", reason="
 @pytest.mark.vllm
 @pytest.mark.slow
 @needs_vllm
-@pytest.mark.parametrize("variant", ["reference"] + [p.name for p in (CASES / "correct").iterdir()])
 @pytest.mark.usefixtures("real_vllm")
-def test_real_vllm_correct_hooks_pass(variant):
-    path = LAB.reference_dir if variant == "reference" else CASES / "correct" / variant
-    result = run_check(LAB, path)
+def test_real_vllm_reference_hook_passes():
+    """One real run (a few minutes on 2 busy cores); the other correct hooks are dev-check's."""
+    result = run_check(LAB, LAB.reference_dir)
     assert result.passed, failed(result)
     assert result.metrics["steps"] >= 3 and result.metrics["prompt_tokens"][1] > 32
+    assert result.metrics["same"]  # the comparison with zero2vllm's engine ran
 
 
 @pytest.mark.vllm
@@ -81,3 +81,11 @@ def test_real_vllm_hook_forgetting_new_blocks_fails(tmp_path):
                                               case["criterion"]]))
     assert list(bad) == [case["criterion"]] and "differ from the KV cache manager" in bad[case["criterion"]]
 
+
+
+def test_block_ids_compared_with_the_null_block_explained():
+    from zero2vllm.labs.trace_step.compare import describe_blocks
+
+    same, differ = describe_blocks({0: [1], 1: [2, 3]}, {0: [0], 1: [1, 2]})
+    assert not same and "null block" in differ[0]
+    assert describe_blocks({0: [1]}, {0: [1]}) == (["block ids per request {0: [1]}"], [])

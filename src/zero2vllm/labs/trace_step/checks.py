@@ -15,7 +15,9 @@ from pathlib import Path
 
 from zero2vllm.contrib import vllmsrc
 from zero2vllm.labs.framework import CheckFailed, criterion
-from zero2vllm.labs.trace_step.compare import PROMPTS, SETTINGS, describe, engine_schedule, vllm_schedule
+from zero2vllm.labs.trace_step.compare import (
+    PROMPTS, SETTINGS, describe, describe_blocks, engine_blocks, engine_schedule, vllm_blocks, vllm_schedule,
+)
 
 DRIVER = Path(__file__).with_name("driver.py")
 RUN_TIMEOUT_S = 600
@@ -136,6 +138,8 @@ def compare(ctx):
     same, differ = describe(vllm_schedule(run), engine_schedule(record),
                             [r["prompt_tokens"] for r in run["requests"]],
                             [r["prompt_tokens"] for r in record["rounds"][0]["requests"]])
+    same_b, differ_b = describe_blocks(vllm_blocks(run), engine_blocks(record))
+    same, differ = same + same_b, differ + differ_b
     ctx.metrics.update(same=same, differ=differ)
     lines = ["same: " + s for s in same] + ["differs: " + d for d in differ]
     if differ:

@@ -21,6 +21,33 @@ def vllm_schedule(run: dict) -> list[dict[int, int]]:
     return steps
 
 
+def vllm_blocks(run: dict) -> dict[int, list[int]]:
+    """Each request's block ids the last time it was scheduled."""
+    order: dict[str, int] = {}
+    last: dict[int, list[int]] = {}
+    for step in run["steps"]:
+        for rid, ids in step["truth"]["blocks"].items():
+            last[order.setdefault(rid, len(order))] = ids
+    return last
+
+
+def engine_blocks(record: dict) -> dict[int, list[int]]:
+    last: dict[int, list[int]] = {}
+    for step in record["rounds"][0]["steps"]:
+        for w in step["work"]:
+            last[w["seq"]] = list(w["block_table"])
+    return last
+
+
+def describe_blocks(vllm: dict[int, list[int]], engine: dict[int, list[int]]) -> tuple[list[str], list[str]]:
+    if vllm == engine:
+        return [f"block ids per request {vllm}"], []
+    why = ""
+    if vllm and min(min(v) for v in vllm.values() if v) >= 1 and any(0 in v for v in engine.values()):
+        why = " (vLLM's BlockPool keeps block 0 as its null block, so its ids start at 1)"
+    return [], [f"block ids per request: vLLM {vllm}, engine {engine}{why}"]
+
+
 def engine_schedule(record: dict) -> list[dict[int, int]]:
     rounds = record["rounds"][0]
     return [{w["seq"]: w["tokens"] for w in step["work"]} for step in rounds["steps"]]
