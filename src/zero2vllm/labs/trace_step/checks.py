@@ -142,7 +142,7 @@ def compare(ctx):
     same, differ = same + same_b, differ + differ_b
     ctx.metrics.update(same=same, differ=differ)
     lines = ["same: " + s for s in same] + ["differs: " + d for d in differ]
-    if differ:
+    if any(d.startswith(("step", "tokens")) for d in differ):
         lines.append("why: read Scheduler.schedule (vllm/v1/core/sched/scheduler.py) beside "
                      "zero2vllm/engine/scheduler.py for where each fills the token budget")
     return "\n".join(lines)
