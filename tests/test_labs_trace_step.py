@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from model_cache import smollm2_dir  # noqa: F401  (the converted model, shared by test runs)
 from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import run_check
 from zero2vllm.labs.trace_step.compare import describe
@@ -42,7 +43,7 @@ def test_describe_names_same_and_different():
 
 
 @pytest.fixture
-def real_vllm(home, monkeypatch):
+def real_vllm(home, monkeypatch, smollm2_dir):
     import platformdirs
 
     venv = os.environ.get("ZERO2VLLM_VLLM_VENV") or str(
