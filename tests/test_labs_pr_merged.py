@@ -168,3 +168,15 @@ def test_predictions_are_stored_hashed_and_locked(z2v, home):
     store.close()
     r = z2v("contrib", "predict", "code-map", "token_budget", "x", expect=2)
     assert "already locked" in r.output
+
+
+def test_a_lab_folder_in_another_repository_uses_the_stored_clone(z2v, tmp_path):
+    repo = cf.state_repro_fixed(tmp_path / "a")
+    z2v("contrib", "init", str(repo))
+    dotfiles = tmp_path / "home"
+    (dotfiles / "repro").mkdir(parents=True)
+    cf.git(dotfiles, "init", "-q")
+    from zero2vllm.contrib import repo as git
+
+    assert git.find_clone(dotfiles / "repro") == repo.resolve()
+    assert git.find_clone(repo / "tests") == repo

@@ -44,14 +44,15 @@ def toplevel(path: Path) -> Path | None:
 
 def find_clone(path: Path | None) -> Path:
     """The clone a check works on: the git work tree PATH is in, else the one `z2v contrib init`
-    stored."""
-    if path is not None:
-        top = toplevel(path)
-        if top is not None:
-            return top
+    stored. A tree without a vllm/ package (a lab folder inside some other repository) gives
+    way to the stored clone."""
     from zero2vllm.contrib.settings import stored
 
     clone = stored("clone")
+    if path is not None:
+        top = toplevel(path)
+        if top is not None and ((top / "vllm").is_dir() or not clone):
+            return top
     if clone and toplevel(Path(clone)) is not None:
         return Path(clone)
     if clone:
