@@ -1,6 +1,7 @@
 """Week 4 lab: a map from the concepts of weeks 3-4 to the code in vLLM that implements them,
 checked against the installed vLLM's source."""
 
+from zero2vllm.contrib import plan_link
 from zero2vllm.labs import Lab
 
 LAB = Lab(
@@ -12,4 +13,5 @@ LAB = Lab(
     summary="each concept mapped to file::Class.method, resolved in your installed vLLM",
     entry=None,  # code-map.toml, read by the checks
     time_limit_s=120.0,
+    **plan_link("w4.code-map-one-requests"),
 )

@@ -1,5 +1,6 @@
 """Week 8 lab: the learner's PR, followed on GitHub from opened to merged."""
 
+from zero2vllm.contrib import plan_link
 from zero2vllm.labs import Lab
 
 LAB = Lab(
@@ -11,4 +12,5 @@ LAB = Lab(
     summary="your PR on GitHub: ready label, CI green, review comments answered, merged",
     entry=None,  # pr-url.txt in the lab folder, or `z2v contrib init --pr URL`
     time_limit_s=120.0,
+    **plan_link("w8.merged-pr-vllm-project-vllm"),
 )

@@ -1,6 +1,7 @@
 """Week 7 lab: a regression test for the learner's issue that fails at the merge base and passes
 at HEAD of their branch, run in throw-away worktrees of their vLLM clone."""
 
+from zero2vllm.contrib import plan_link
 from zero2vllm.labs import Lab
 
 LAB = Lab(
@@ -12,4 +13,5 @@ LAB = Lab(
     summary="your branch's new test fails at the merge base and passes at HEAD",
     entry=None,  # nothing to import: the checks run git and pytest in your clone
     time_limit_s=900.0,
+    **plan_link("w7.regression-test-fails-before"),
 )

@@ -2,6 +2,7 @@
 offline CPU run (SmolLM2, two requests); the check verifies it against vLLM's own state and
 compares the schedule with zero2vllm's engine on the same prompts."""
 
+from zero2vllm.contrib import plan_link
 from zero2vllm.labs import Lab
 
 LAB = Lab(
@@ -13,4 +14,5 @@ LAB = Lab(
     summary="your hook records each step's tokens and blocks in a real vLLM run; checked against vLLM",
     entry=None,  # hook.py runs inside vLLM's venv, not in this process
     time_limit_s=900.0,
+    **plan_link("w4.step-by-step-scheduler-trace-two"),
 )
