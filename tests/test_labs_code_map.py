@@ -29,7 +29,7 @@ def fake_vllm(home, tmp_path, monkeypatch):
     for rel, text in cf.FILES.items():
         if rel.startswith("vllm/"):
             cf.write(tree, rel, text)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tree), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("ZERO2VLLM_VLLM_VENV", str(tmp_path / "no-venv"))
     return tree
 
