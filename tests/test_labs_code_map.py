@@ -16,7 +16,7 @@ import pytest
 import contrib_fixture as cf
 from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import run_check
-from zero2vllm.store import Store
+from zero2vllm.tracker.store import Store
 
 LAB = get_lab("code-map")
 CASES = Path(__file__).parent / "lab_cases" / "code-map"

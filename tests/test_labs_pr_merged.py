@@ -12,7 +12,7 @@ import contrib_fixture as cf
 from zero2vllm.contrib import github
 from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import run_check
-from zero2vllm.store import Store
+from zero2vllm.tracker.store import Store
 
 GH = Path(__file__).parent / "data" / "github"
 URL = "https://github.com/vllm-project/vllm/pull/31234"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 CONTRIB_LABS = ("code-map", "trace-step", "dev-setup", "own-test", "repro", "pr-ready", "pr-merged")
 
@@ -80,7 +80,7 @@ def _echo_branch(top: Path) -> dict:
 def contrib_status(app, as_json: bool) -> None:
     """The clone, its branch, the contribution labs' last checks, and where your PR stands."""
     from zero2vllm.contrib import github, settings
-    from zero2vllm.store import utcnow
+    from zero2vllm.tracker.store import utcnow
 
     store = app.store
     conf = settings.get_all(store)

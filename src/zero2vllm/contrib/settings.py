@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from zero2vllm.store import Store, iso, utcnow
+from zero2vllm.tracker.store import Store, iso, utcnow
 
 KEYS = ("clone", "base", "python", "pr_url")
 

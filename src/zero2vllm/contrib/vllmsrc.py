@@ -61,7 +61,7 @@ def candidate_pythons() -> list[str]:
     except Exception:  # no store yet: fall through to the venvs
         pass
     try:
-        from zero2vllm.vllm_env import venv_python
+        from zero2vllm.realvllm.env import venv_python
 
         found.append(str(venv_python()))
     except Exception:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from zero2vllm.contrib import github
 from zero2vllm.contrib.settings import stored
 from zero2vllm.labs.framework import CheckFailed, criterion
-from zero2vllm.store import utcnow
+from zero2vllm.tracker.store import utcnow
 
 
 def pr_url(path) -> str | None:

@@ -58,7 +58,7 @@ def vllm_run(ctx):
         raise CheckFailed("not run: needs 'hook.py'")
     try:
         inst = vllmsrc.installed()
-        from zero2vllm.vllm_serve import ServeError, model_folder
+        from zero2vllm.realvllm.serve import ServeError, model_folder
 
         model = model_folder("smollm2")
     except vllmsrc.SourceError as exc:
