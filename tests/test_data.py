@@ -29,7 +29,8 @@ def snapshot(db) -> dict:
 
 def populate(home, z2v, monkeypatch, tmp_path):
     """Something in every table: plan with progress, states, time, a running timer, notes, the
-    journal (an undone change too), lab runs with evidence, cards and reviews."""
+    journal (an undone change too), lab runs with evidence, cards and reviews, contrib settings and
+    a locked prediction."""
     plan = default_plan_path().read_text().replace(
         "by Jay Alammar (1 hour) - https://jalammar.github.io/illustrated-transformer/",
         "by Jay Alammar (1 hour) - https://jalammar.github.io/illustrated-transformer/ - read 2 of 4 sections")
@@ -53,6 +54,10 @@ def populate(home, z2v, monkeypatch, tmp_path):
     s.add_lab_run("kv-cache", True, kind="profile", duration_s=0.1 + 0.2, code_path="/x/y.py",
                   files_hash="ab" * 32, criteria=[{"name": "c", "passed": True, "detail": "ok"}],
                   metrics={"slope": 36864.000000001, "lengths": [1, 2, 3]}, artifacts=["/x/p.png"])
+    from zero2vllm.contrib import settings
+
+    settings.put(s, clone="/x/vllm", base="upstream/main")
+    settings.lock_prediction(s, "code-map", "token_budget", "vllm/v1/core/sched/scheduler.py::Scheduler.schedule")
     s.close()
 
 
@@ -62,7 +67,7 @@ def test_export_wipe_import_gives_back_the_same_store(home, z2v, monkeypatch, tm
     before = snapshot(db)
     assert before["user_version"] == SCHEMA_VERSION
     empty = [name for name, v in before.items() if name != "user_version" and not v[1]]
-    assert not empty and len(before) == 1 + 9, empty
+    assert not empty and len(before) == 1 + 11, empty
 
     out = tmp_path / "all.json"
     assert "Exported" in z2v("export", "--all", "-o", str(out)).output

@@ -25,7 +25,7 @@ COMMANDS = {
     "report": "report",
     "card": "review", "review": "review",
     # labs
-    "lab": "labs", "check": "labs",
+    "lab": "labs", "check": "labs", "contrib": "contrib",
     # instruments, real vLLM, the engine, servers
     "bench": "bench", "compare": "compare", "profile": "profile",
     "vllm": "vllm", "engine": "engine", "serve": "serve",

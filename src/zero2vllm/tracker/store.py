@@ -117,6 +117,26 @@ MIGRATIONS: list[str] = [
     CREATE INDEX time_entry_day_seconds ON time_entry (day, seconds);
     CREATE INDEX time_entry_item_seconds ON time_entry (item_id, seconds);
     """,
+    # 5: the learner's vLLM clone and PR (`z2v contrib`), and locked predictions (hashed until
+    #    revealed), for the contribution labs of weeks 4-8.
+    """
+    CREATE TABLE contrib_setting (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE prediction (
+        id INTEGER PRIMARY KEY,
+        lab TEXT NOT NULL,
+        name TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        salt TEXT NOT NULL,
+        locked_at TEXT NOT NULL,
+        revealed_at TEXT,
+        answer TEXT,
+        UNIQUE (lab, name)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

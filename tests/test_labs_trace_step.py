@@ -1,0 +1,92 @@
+"""trace-step: the learner's hook inside a real offline vLLM run (Z2V_TEST_VLLM=1), and the
+parts that need no vLLM: reading hook.py, the missing-vLLM message, the engine comparison."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from model_cache import smollm2_dir  # noqa: F401  (the converted model, shared by test runs)
+from zero2vllm.labs import get_lab
+from zero2vllm.labs.check import run_check
+from zero2vllm.labs.trace_step.compare import describe
+
+LAB = get_lab("trace-step")
+CASES = Path(__file__).parent / "lab_cases" / "trace-step"
+
+
+def failed(result) -> dict[str, str]:
+    return {c["name"]: c["detail"] for c in result.criteria if not c["passed"]}
+
+
+def test_hook_without_on_step_and_without_vllm(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("ZERO2VLLM_VLLM_VENV", str(tmp_path / "no-venv"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "hook.py").write_text("def record(out):\n    return {}\n")
+    bad = failed(run_check(LAB, tmp_path / "a"))
+    assert "defines no on_step" in bad["hook.py"] and bad["vLLM run"].startswith("not run")
+    bad = failed(run_check(LAB, LAB.scaffold_dir, only=["hook.py", "vLLM run"]))
+    assert "hook.py" not in bad and "no installed vLLM found" in bad["vLLM run"]
+
+
+def test_describe_names_same_and_different():
+    same, differ = describe([{0: 5, 1: 11}, {0: 1, 1: 16}], [{0: 5, 1: 11}, {0: 1, 1: 15}], [5, 40], [5, 40])
+    assert "prompt lengths [5, 40] tokens (the same tokenizer)" in same
+    assert "the first 1 step(s) schedule the same tokens per request" in same
+    assert "step 2: vLLM {0: 1, 1: 16}, engine {0: 1, 1: 15}" in differ
+    same, differ = describe([{0: 5}], [{0: 5}], [5], [5])
+    assert not differ and "all 1 steps schedule the same tokens per request" in same
+
+
+@pytest.fixture
+def real_vllm(home, monkeypatch, smollm2_dir):
+    import platformdirs
+
+    venv = os.environ.get("ZERO2VLLM_VLLM_VENV") or str(
+        Path(platformdirs.user_data_dir("zero2vllm", appauthor=False)) / "vllm-venv")
+    monkeypatch.setenv("ZERO2VLLM_VLLM_VENV", venv)
+
+
+needs_vllm = pytest.mark.skipif(os.environ.get("Z2V_TEST_VLLM") != "1", reason="Z2V_TEST_VLLM=1 runs real vLLM")
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@needs_vllm
+@pytest.mark.usefixtures("real_vllm")
+def test_real_vllm_reference_hook_passes():
+    """One real run (a few minutes on 2 busy cores); the other correct hooks are dev-check's."""
+    result = run_check(LAB, LAB.reference_dir)
+    assert result.passed, failed(result)
+    assert result.metrics["steps"] >= 3 and result.metrics["prompt_tokens"][1] > 32
+    assert result.metrics["same"]  # the comparison with zero2vllm's engine ran
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+@needs_vllm
+@pytest.mark.usefixtures("real_vllm")
+def test_real_vllm_hook_forgetting_new_blocks_fails(tmp_path):
+    case = next(m for m in tomllib.loads((CASES / "cases.toml").read_text())["mistake"]
+                if m["name"] == "forgets-new-blocks")
+    folder = tmp_path / "hook"
+    shutil.copytree(LAB.reference_dir, folder)
+    text = (folder / "hook.py").read_text()
+    edit = case["edit"][0]
+    (folder / "hook.py").write_text(text.replace(edit["old"], edit["new"]))
+    bad = failed(run_check(LAB, folder, only=["hook.py", "vLLM run", "hook records every step",
+                                              case["criterion"]]))
+    assert list(bad) == [case["criterion"]] and "differ from the KV cache manager" in bad[case["criterion"]]
+
+
+
+def test_block_ids_compared_with_the_null_block_explained():
+    from zero2vllm.labs.trace_step.compare import describe_blocks
+
+    same, differ = describe_blocks({0: [1], 1: [2, 3]}, {0: [0], 1: [1, 2]})
+    assert not same and "null block" in differ[0]
+    assert describe_blocks({0: [1]}, {0: [1]}) == (["block ids per request {0: [1]}"], [])
