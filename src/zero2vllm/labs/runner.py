@@ -1,9 +1,12 @@
-"""The child process that runs one lab's checks: `python -m zero2vllm.labs.runner LAB PATH --out F`.
+"""The child process that runs one lab's checks:
+`python -m zero2vllm.labs.runner LAB PATH --events-fd W --setup-fd R`.
 
-It writes one JSON object per line to F as it goes (plan, start, result, metrics, done), so the
-parent (check.py) can show progress and still knows what finished if this process hangs, dies
-or is killed at the time limit. Whatever the learner's code prints goes to stdout/stderr,
-which the parent drains and keeps only the tail of.
+It first reads its setup (a per-run nonce and the inputs the checks need) from fd R, closes it,
+and only then imports the learner's code. It writes one JSON object per line to the pipe W as
+it goes (plan, start, result, metrics, done), each with the nonce and a sequence number, so the
+parent (check.py) can show progress, knows what finished if this process hangs, dies or is
+killed at the time limit, and refuses lines that did not come from here. Whatever the learner's
+code prints goes to stdout/stderr, which the parent drains and keeps only the tail of.
 """
 
 from __future__ import annotations
@@ -24,13 +27,26 @@ from zero2vllm.labs.framework import (
 IMPORT_CRITERION = "imports"
 
 
+_INPUTS: dict = {}
+
+
+def check_inputs() -> dict:
+    """What the parent passed in for the checks (e.g. recorded runs: the child has no store)."""
+    return _INPUTS
+
+
 class Events:
-    def __init__(self, path: str):
-        self.file = open(path, "a", encoding="utf-8")
+    """Event lines on the parent's pipe, each signed with the run's nonce and numbered."""
+
+    def __init__(self, fd: int, nonce: str):
+        self.fd, self._nonce, self._seq = fd, nonce, 0
 
     def emit(self, **event) -> None:
-        self.file.write(json.dumps(event, default=str) + "\n")
-        self.file.flush()
+        line = json.dumps({"nonce": self._nonce, "seq": self._seq, **event}, default=str) + "\n"
+        self._seq += 1
+        data = line.encode()
+        while data:  # one event per write where the pipe allows; loop for long ones
+            data = data[os.write(self.fd, data):]
 
 
 def run(lab_id: str, path: str, events: Events, *, fast: bool = False,
@@ -99,11 +115,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zero2vllm.labs.runner")
     parser.add_argument("lab")
     parser.add_argument("path")
-    parser.add_argument("--out", required=True, help="file to append JSON-lines events to")
+    parser.add_argument("--events-fd", type=int, required=True, help="pipe to write events to")
+    parser.add_argument("--setup-fd", type=int, required=True,
+                        help="pipe to read {nonce, inputs} from, until EOF")
     parser.add_argument("--fast", action="store_true", help="shorter checks (the tool's own tests)")
     parser.add_argument("--only", default="", help="comma-separated criterion names")
     args = parser.parse_args(argv)
-    events = Events(args.out)
+    with os.fdopen(args.setup_fd, "rb") as f:  # read and closed before any learner code runs
+        setup = json.loads(f.read() or b"{}")
+    _INPUTS.update(setup.get("inputs") or {})
+    os.set_inheritable(args.events_fd, False)  # processes the learner starts do not get it
+    events = Events(args.events_fd, str(setup.get("nonce", "")))
+    del setup
     only = [n.strip() for n in args.only.split(",") if n.strip()] or None
     passed = run(args.lab, args.path, events, fast=args.fast, only=only)
     sys.stdout.flush()
