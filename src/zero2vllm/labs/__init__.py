@@ -28,6 +28,7 @@ class Lab:
     summary: str = ""  # one line for `z2v lab list`
     entry: str | None = "model.py"  # file the checks import as ctx.module; None: checks load it
     time_limit_s: float = 300.0  # the whole check, in its own process
+    host_network: bool = False  # the check talks to a server outside its sandbox (labs/sandbox.py)
     package: str = ""  # filled in by discovery: "zero2vllm.labs.<dir>"
 
     @property

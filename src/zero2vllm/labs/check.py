@@ -24,7 +24,7 @@ from typing import Callable
 
 import zero2vllm
 from zero2vllm.labs import Lab
-from zero2vllm.labs.sandbox import Sandbox
+from zero2vllm.labs.sandbox import Limits, Sandbox
 from zero2vllm.labs.verify import Verifier, expected_plan
 
 OUTPUT_TAIL = 4000  # characters of the learner's printed output kept for the report
@@ -106,6 +106,7 @@ def run_check(
     on_event: Callable[[dict], None] | None = None,
     db_path: Path | None = None,
     inputs: dict | None = None,
+    limits: Limits | None = None,
 ) -> CheckResult:
     """Run LAB's checks on PATH in a sandboxed child process (sandbox.py); `on_event` sees each
     event as it arrives. DB_PATH is the store to hide from it (besides the data directory);
@@ -115,7 +116,8 @@ def run_check(
     started = time.perf_counter()
     hash_before = files_hash(path)
     hide, writable = _store_paths(db_path)
-    with Sandbox(path, hide=hide, writable=writable) as box:
+    with Sandbox(path, hide=hide, writable=writable, host_network=lab.host_network,
+                 limits=limits or Limits()) as box:
         if on_event:
             on_event({"event": "sandbox", "isolation": box.isolation})
         nonce = secrets.token_hex(16)

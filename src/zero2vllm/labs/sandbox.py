@@ -62,7 +62,8 @@ class Sandbox:
     it kills whatever is left and removes the throw-away directory."""
 
     def __init__(self, learner_path: Path, *, hide: list[Path], writable: list[Path] = (),
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), host_network: bool = False):
+        self.host_network = host_network  # else its own network namespace: a loopback only
         self.learner_path = Path(learner_path).resolve()
         self.hide = [Path(p).resolve() for p in hide if p]
         self.writable = [Path(p).resolve() for p in writable if p and Path(p).exists()]
@@ -87,7 +88,8 @@ class Sandbox:
     @property
     def isolation(self) -> str:
         """One line for the check's output: which isolation this run had."""
-        how = ("bubblewrap (read-only filesystem, no store, own PID and network namespace)"
+        net = "host network" if self.host_network else "own network namespace"
+        how = (f"bubblewrap (read-only filesystem, no store, own PID namespace, {net})"
                if self.use_bwrap else "no bubblewrap: own session, scrubbed environment, "
                "throw-away HOME (the store stays readable by path)")
         procs = ("pids cgroup" if self.cgroups.pids else "RLIMIT_NPROC" if self._nproc
@@ -106,6 +108,8 @@ class Sandbox:
         if not self.use_bwrap:
             return argv
         args = [shutil.which("bwrap"), *_BWRAP_BASE]
+        if self.host_network:
+            args.remove("--unshare-net")
         dirs = [p for p in self.hide if p.is_dir()]
         files = [f for p in self.hide if not p.is_dir()
                  for f in (p, Path(f"{p}-wal"), Path(f"{p}-shm"), Path(f"{p}-journal")) if f.exists()]

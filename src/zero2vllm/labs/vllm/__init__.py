@@ -10,4 +10,5 @@ LAB = Lab(
     summary="real vLLM serves the OpenAI API; `z2v compare` measured it against your naive API",
     entry=None,  # nothing to import: the checks talk to the running server
     time_limit_s=300.0,
+    host_network=True,  # the learner's vLLM server runs outside the check's sandbox
 )
