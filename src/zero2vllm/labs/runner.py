@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with os.fdopen(args.setup_fd, "rb") as f:  # read and closed before any learner code runs
         setup = json.loads(f.read() or b"{}")
-    _INPUTS.update(setup.get("inputs") or {})
+    # run as __main__, this module is not the one checks import: fill that one's inputs
+    importlib.import_module("zero2vllm.labs.runner")._INPUTS.update(setup.get("inputs") or {})
     os.set_inheritable(args.events_fd, False)  # processes the learner starts do not get it
     events = Events(args.events_fd, str(setup.get("nonce", "")))
     del setup
