@@ -88,12 +88,13 @@ def _store_paths(db_path: Path | None) -> tuple[list[Path], list[Path]]:
     for db in (db_path, os.environ.get("ZERO2VLLM_DB")):
         if db:
             hide.append(Path(db))
-    writable = []
     env_cache = os.environ.get("ZERO2VLLM_MODEL_CACHE")
     cache = Path(env_cache).expanduser() if env_cache else data_dir() / "models"
-    if cache.is_dir():
-        writable.append(cache)
-    return hide, writable
+    try:
+        cache.mkdir(parents=True, exist_ok=True)  # made here, so a conversion inside persists
+    except OSError:
+        return hide, []
+    return hide, [cache]
 
 
 def run_check(
