@@ -36,8 +36,9 @@ def boxed(learner: Path, hide: Path) -> tuple[float, str]:
     with Sandbox(learner, hide=[hide]) as box:
         proc = subprocess.Popen(box.command([sys.executable, "-c", "pass"]), env=box.env(dict(os.environ)),
                                 cwd=str(box.cwd), preexec_fn=box.preexec)
+        box.started(proc)
         proc.wait()
-        box.kill(proc)
+        box.kill()
         isolation = box.isolation
     assert proc.returncode == 0
     return time.perf_counter() - t, isolation

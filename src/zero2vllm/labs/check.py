@@ -142,6 +142,7 @@ def run_check(
         finally:
             os.close(events_w)
             os.close(setup_r)
+        box.started(proc)
         setup = json.dumps({"nonce": nonce, "inputs": inputs or {}}).encode()
         threading.Thread(target=_write_all, args=(setup_w, setup), daemon=True).start()
         tail = _Tail(proc.stdout)
@@ -155,16 +156,16 @@ def run_check(
                 if event is not None and on_event:
                     on_event(event)
             if verifier.refused:
-                box.kill(proc)
+                box.kill()
 
         while proc.poll() is None and not verifier.refused:
             drain(0.1)
             if time.perf_counter() - started > timeout_s:
                 timed_out = True
-                box.kill(proc)
+                box.kill()
                 break
         proc.wait()
-        box.kill(proc)  # whatever it started ends with it, a normal finish included
+        box.kill()  # whatever it started ends with it, a normal finish included
         drain(0)
         reader.close()
         output = tail.text()

@@ -69,6 +69,7 @@ class Sandbox:
         self.writable = [Path(p).resolve() for p in writable if p and Path(p).exists()]
         self.limits = limits
         self.run_id = uuid.uuid4().hex
+        self.proc: subprocess.Popen | None = None
         self.root = Path(tempfile.mkdtemp(prefix="z2v-sandbox-"))
         self.home, self.cwd = self.root / "home", self.root / "work"
         self.home.mkdir()
@@ -82,8 +83,15 @@ class Sandbox:
         return self
 
     def __exit__(self, *_exc) -> None:
+        self.kill()  # also when the parent is interrupted (Ctrl-C) mid-check
         self.cgroups.kill_and_remove()
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def started(self, proc: subprocess.Popen) -> None:
+        """Call right after Popen: remembers the child, and keeps only the cgroups it really
+        joined (a cgroup v2 tree may refuse the move), so `isolation` tells the truth."""
+        self.proc = proc
+        self.cgroups.keep_joined(proc.pid)
 
     @property
     def isolation(self) -> str:
@@ -141,12 +149,13 @@ class Sandbox:
             if value is not None:
                 _lower(which, value)
 
-    def kill(self, proc: subprocess.Popen) -> None:
-        """End the child and everything it started: its session, then the cgroup."""
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    def kill(self) -> None:
+        """End the child and everything it started: its session, the cgroup, marked strays."""
+        if self.proc is not None:  # the group outlives its leader while members remain
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.cgroups.kill()
         if not self.use_bwrap and not self.cgroups.pids:
             _kill_marked(f"{RUN_ENV}={self.run_id}".encode())
@@ -210,6 +219,20 @@ class _Cgroups:
         memory = _make_group(own, "memory", name, {"memory.limit_in_bytes": limits.memory_bytes,
                                                    "memory.max": limits.memory_bytes})
         return cls(pids, memory)
+
+    def keep_joined(self, pid: int) -> None:
+        if self.pids is not None and pid not in _read_pids(self.pids):
+            self._drop("pids")
+        if self.memory is not None and pid not in _read_pids(self.memory):
+            self._drop("memory")
+
+    def _drop(self, which: str) -> None:
+        group = getattr(self, which)
+        setattr(self, which, None)
+        try:
+            group.rmdir()
+        except OSError:
+            pass
 
     def groups(self) -> list[Path]:
         return [g for g in (self.pids, self.memory) if g is not None]
