@@ -179,7 +179,12 @@ def test_a_normal_check_reports_its_isolation_and_leaves_nothing_behind(home, tm
     d = tmp_path / "mine"
     d.mkdir()
     mark = f"300.{uuid.uuid4().int % 10**9}"
-    (d / "model.py").write_text(f"import subprocess\nsubprocess.Popen(['sleep', '{mark}'])\n")
+    (d / "data.txt").write_text("mine")
+    (d / "model.py").write_text(
+        f"import subprocess\nsubprocess.Popen(['sleep', '{mark}'])\n"
+        "assert open('data.txt').read() == 'mine'  # relative paths see the learner's files\n"
+        "open('scratch.txt', 'w').write('thrown away')\n")
     result = run_check(LAB, d, only=ONLY)
-    assert result.passed and not result.refused and result.isolation
+    assert result.passed and not result.refused and result.isolation, result.criteria
     assert _survivors(mark) == []
+    assert sorted(p.name for p in d.iterdir()) == ["data.txt", "model.py"]

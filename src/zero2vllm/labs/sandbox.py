@@ -74,6 +74,7 @@ class Sandbox:
         self.home, self.cwd = self.root / "home", self.root / "work"
         self.home.mkdir()
         self.cwd.mkdir()
+        self._link_learner_files()
         self.use_bwrap = os.environ.get(SANDBOX_ENV, "auto") != "none" and bwrap_works()
         self.cgroups = _Cgroups.make(limits)
         self._nproc = None if self.cgroups.pids or os.getuid() == 0 else \
@@ -92,6 +93,20 @@ class Sandbox:
         joined (a cgroup v2 tree may refuse the move), so `isolation` tells the truth."""
         self.proc = proc
         self.cgroups.keep_joined(proc.pid)
+
+    def _link_learner_files(self) -> None:
+        """The working directory shows the learner's files (links to them, read-only under
+        bubblewrap), so relative paths in their code still work; what it writes is thrown away."""
+        base = self.learner_path if self.learner_path.is_dir() else self.learner_path.parent
+        try:
+            entries = list(base.iterdir())[:1000]
+        except OSError:
+            return
+        for entry in entries:
+            try:
+                (self.cwd / entry.name).symlink_to(entry)
+            except OSError:
+                pass
 
     @property
     def isolation(self) -> str:
