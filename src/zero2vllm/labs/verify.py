@@ -117,7 +117,7 @@ class Verifier:
                 return f"done before the result of {missing[0]!r}"
             self._stage = "done"
             return None
-        return f"an unknown event {kind!r}"
+        return None  # another kind of event (a later runner's): shown, never part of the verdict
 
     def _entry_compiles(self) -> str | None:
         """Re-derived here: a claimed import needs an entry file that exists and compiles."""
