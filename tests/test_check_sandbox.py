@@ -188,3 +188,55 @@ def test_a_normal_check_reports_its_isolation_and_leaves_nothing_behind(home, tm
     assert result.passed and not result.refused and result.isolation, result.criteria
     assert _survivors(mark) == []
     assert sorted(p.name for p in d.iterdir()) == ["data.txt", "model.py"]
+
+
+def _lines(nonce: str, *events: dict) -> list[bytes]:
+    return [json.dumps({"nonce": nonce, "seq": i, **e}).encode() for i, e in enumerate(events)]
+
+
+def _verify(tmp_path: Path, lines: list[bytes], source: str = "x = 1\n"):
+    from zero2vllm.labs.verify import Verifier
+
+    d = tmp_path / "v"
+    d.mkdir(exist_ok=True)
+    (d / "model.py").write_text(source)
+    v = Verifier("n0nce", d, LAB, ["imports", "output shapes"])
+    for line in lines:
+        v.accept(line)
+    return v
+
+
+GOOD = [{"event": "plan", "criteria": ["imports", "output shapes"]},
+        {"event": "start", "name": "imports"}, {"event": "result", "name": "imports", "passed": True},
+        {"event": "start", "name": "output shapes"},
+        {"event": "result", "name": "output shapes", "passed": True},
+        {"event": "metrics", "metrics": {}}, {"event": "done", "passed": True}]
+
+
+def test_verifier_accepts_the_runner_s_own_sequence(tmp_path):
+    v = _verify(tmp_path, _lines("n0nce", *GOOD))
+    assert v.refused is None and v.verified == {"imports", "output shapes"}
+    v.finish(0)
+    assert v.refused is None
+
+
+@pytest.mark.parametrize("why, lines, source", [
+    ("secret", _lines("guess", *GOOD), "x = 1\n"),
+    ("not one of the checker", [b"PASSED 2/2"], "x = 1\n"),
+    ("sequence", [_lines("n0nce", *GOOD)[i] for i in (0, 1, 1)], "x = 1\n"),
+    ("not the lab's criteria", _lines("n0nce", {"event": "plan", "criteria": ["imports"]}), "x = 1\n"),
+    ("without having started", _lines("n0nce", GOOD[0], GOOD[2]), "x = 1\n"),
+    ("second result", _lines("n0nce", *GOOD[:3], GOOD[2]), "x = 1\n"),
+    ("done before", _lines("n0nce", *GOOD[:3], GOOD[-1]), "x = 1\n"),
+    ("after the check had finished", _lines("n0nce", *GOOD, GOOD[2]), "x = 1\n"),
+    ("does not compile", _lines("n0nce", *GOOD), "def broken(:\n"),
+])
+def test_verifier_refuses_what_the_runner_never_sends(tmp_path, why, lines, source):
+    v = _verify(tmp_path, lines, source)
+    assert v.refused and why in v.refused, v.refused
+
+
+def test_verifier_refuses_an_odd_exit_after_done(tmp_path):
+    v = _verify(tmp_path, _lines("n0nce", *GOOD))
+    v.finish(7)
+    assert v.refused and "code 7" in v.refused
