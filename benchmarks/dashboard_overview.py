@@ -39,12 +39,12 @@ TODAY = "2027-01-05T10:30:00"  # week 7 of a plan starting 2026-11-23: most of t
 def build_store(home: Path, entries: int, seed: int = 0) -> None:
     os.environ["ZERO2VLLM_HOME"] = str(home)
     os.environ["ZERO2VLLM_NOW"] = TODAY
-    from zero2vllm import tracker
+    from zero2vllm.tracker import progress
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db_path())
-    plan = tracker.load_plan(store)
+    plan = progress.load_plan(store)
     store.set_start_date("2026-11-23")
     ids = [i.id for i in plan.items()]
     rng = random.Random(seed)

@@ -18,7 +18,7 @@ import pytest
 from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import run_check
 from zero2vllm.labs.sandbox import Limits, bwrap_works
-from zero2vllm.store import Store
+from zero2vllm.tracker.store import Store
 
 LAB = get_lab("transformer")
 ONLY = ["(none)"]  # no criterion beyond "imports": the attacks run when the file is imported

@@ -35,7 +35,7 @@ def client(app):
 
 def _run_with(files: list) -> int:
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db_path())
     try:

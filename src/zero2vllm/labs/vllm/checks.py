@@ -31,7 +31,7 @@ def find_server(path: Path) -> tuple[str, str]:
             if line and not line.startswith("#"):
                 return line.rstrip("/"), str(url_file)
     try:
-        from zero2vllm.vllm_serve import read_state
+        from zero2vllm.realvllm.serve import read_state
 
         state = read_state()
     except Exception:
