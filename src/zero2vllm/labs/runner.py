@@ -1,9 +1,12 @@
-"""The child process that runs one lab's checks: `python -m zero2vllm.labs.runner LAB PATH --out F`.
+"""The child process that runs one lab's checks:
+`python -m zero2vllm.labs.runner LAB PATH --events-fd W --setup-fd R`.
 
-It writes one JSON object per line to F as it goes (plan, start, result, metrics, done), so the
-parent (check.py) can show progress and still knows what finished if this process hangs, dies
-or is killed at the time limit. Whatever the learner's code prints goes to stdout/stderr,
-which the parent drains and keeps only the tail of.
+It first reads its setup (a per-run nonce and the inputs the checks need) from fd R, closes it,
+and only then imports the learner's code. It writes one JSON object per line to the pipe W as
+it goes (plan, start, result, metrics, done), each with the nonce and a sequence number, so the
+parent (check.py) can show progress, knows what finished if this process hangs, dies or is
+killed at the time limit, and refuses lines that did not come from here. Whatever the learner's
+code prints goes to stdout/stderr, which the parent drains and keeps only the tail of.
 """
 
 from __future__ import annotations
@@ -26,12 +29,17 @@ IMPORT_CRITERION = "imports"
 
 
 class Events:
-    def __init__(self, path: str):
-        self.file = open(path, "a", encoding="utf-8")
+    """Event lines on the parent's pipe, each signed with the run's nonce and numbered."""
+
+    def __init__(self, fd: int, nonce: str):
+        self.fd, self._nonce, self._seq = fd, nonce, 0
 
     def emit(self, **event) -> None:
-        self.file.write(json.dumps(event, default=str) + "\n")
-        self.file.flush()
+        line = json.dumps({"nonce": self._nonce, "seq": self._seq, **event}, default=str) + "\n"
+        self._seq += 1
+        data = line.encode()
+        while data:  # one event per write where the pipe allows; loop for long ones
+            data = data[os.write(self.fd, data):]
 
 
 def judge(func, ctx: Context, root: Path) -> dict:
@@ -125,19 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("lab", help="a lab id, or with --package the lab's package")
     parser.add_argument("--package", action="store_true", help="LAB is a package to import")
     parser.add_argument("path")
-    parser.add_argument("--out", required=True, help="file to append JSON-lines events to")
+    parser.add_argument("--events-fd", type=int, required=True, help="pipe to write events to")
+    parser.add_argument("--setup-fd", type=int, required=True,
+                        help="pipe to read {nonce, inputs} from, until EOF")
     parser.add_argument("--fast", action="store_true", help="shorter checks (the tool's own tests)")
     parser.add_argument("--only", default="", help="comma-separated criterion names")
     parser.add_argument("--stop-after", help="stop once this criterion has failed (dev-check)")
-    parser.add_argument("--inputs", help="JSON file of what the checks need from outside "
-                                         "(the parent reads the store; this process never does)")
     args = parser.parse_args(argv)
-    events = Events(args.out)
+    with os.fdopen(args.setup_fd, "rb") as f:  # read and closed before any learner code runs
+        setup = json.loads(f.read() or b"{}")
+    os.set_inheritable(args.events_fd, False)  # processes the learner starts do not get it
+    events = Events(args.events_fd, str(setup.get("nonce", "")))
+    inputs = setup.get("inputs") or None  # what the parent read from the store for the checks
+    del setup
     only = [n.strip() for n in args.only.split(",") if n.strip()] or None
-    inputs = None
-    if args.inputs:
-        with open(args.inputs, encoding="utf-8") as f:
-            inputs = json.load(f)
     lab = load_lab(args.lab) if args.package else args.lab
     passed = run(lab, args.path, events, fast=args.fast, only=only, inputs=inputs,
                  stop_after=args.stop_after)

@@ -19,7 +19,8 @@ from zero2vllm.tracker import progress
 from zero2vllm.tracker.plan import Item, Plan, PlanError
 from zero2vllm.tracker.store import Store
 
-FIELDS = ("duration_s", "code_path", "files_hash", "criteria", "metrics", "artifacts")
+FIELDS = ("duration_s", "code_path", "files_hash", "criteria", "metrics", "artifacts", "refused",
+          "isolation")
 
 
 @dataclass

@@ -137,6 +137,12 @@ MIGRATIONS: list[str] = [
         UNIQUE (lab, name)
     );
     """,
+    # 6: a check whose results were refused (forged or tampered with) says why, and every check
+    #    says which sandbox it ran in.
+    """
+    ALTER TABLE lab_run ADD COLUMN refused TEXT;
+    ALTER TABLE lab_run ADD COLUMN isolation TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -654,14 +660,18 @@ class Store:
         criteria: list | None = None,
         metrics: dict | None = None,
         artifacts: list | None = None,
+        refused: str | None = None,
+        isolation: str | None = None,
     ) -> int:
         with self.transaction() as c:
             cur = c.execute(
                 """INSERT INTO lab_run (lab, kind, at, passed, duration_s, code_path, files_hash,
-                   criteria, metrics, artifacts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   criteria, metrics, artifacts, refused, isolation)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 (
-                    lab, kind, iso(utcnow()), int(bool(passed)), duration_s, code_path, files_hash,
-                    json.dumps(criteria or []), json.dumps(metrics or {}), json.dumps(artifacts or []),
+                    lab, kind, iso(utcnow()), int(bool(passed) and not refused), duration_s,
+                    code_path, files_hash, json.dumps(criteria or []), json.dumps(metrics or {}),
+                    json.dumps(artifacts or []), refused, isolation,
                 ),
             )
             return int(cur.lastrowid)

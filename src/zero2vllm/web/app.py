@@ -1,9 +1,11 @@
 """The dashboard's Flask app: pages over the same store and library calls as the CLI.
 
 Views only fetch data from `zero2vllm.tracker.progress` / `zero2vllm.web.views_data` and render it; every
-change goes through `zero2vllm.tracker.actions`, the functions the CLI's commands call too. Safe by default: a CSRF token on
-every state-changing request, Host checked against loopback names, Markdown rendered without
-raw HTML, and a database error is an error page, never a stack trace.
+change goes through `zero2vllm.tracker.actions`, the functions the CLI's commands call too. Safe by
+default: a CSRF token on every state-changing request, the Host header checked against an
+allow-list (loopback names by default), redirects only to paths of this site, artifacts served
+only as web/artifacts.py allows, Markdown rendered without raw HTML, and a database error is an
+error page, never a stack trace.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import (Flask, Response, abort, flash, g, get_flashed_messages, redirect, render_template,
-                   request, send_file, session, url_for)
+                   request, session, url_for)
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
@@ -27,16 +30,13 @@ from zero2vllm.tracker.actions import ActionError
 from zero2vllm.tracker import plan as planlib
 from zero2vllm.tracker.plan import PlanError
 from zero2vllm.tracker.store import Store, StoreError
-from zero2vllm.web import charts
-from zero2vllm.web.cache import PageCache
+from zero2vllm.web import artifacts, charts
+from zero2vllm.web.server import LOOPBACK_NAMES, host_allowed
 
 log = logging.getLogger("zero2vllm.web")
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-CSRF_PLACEHOLDER = "__Z2V_CSRF_TOKEN__"  # cached pages carry this; each response gets its own token
-CSRF_PLACEHOLDER_B = CSRF_PLACEHOLDER.encode()
-LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
@@ -58,12 +58,22 @@ def _markdown():
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
 
 
+def safe_next(target: str | None) -> str:
+    """TARGET if it is a path on this site, else "/": no scheme, no host, no "//" once a browser
+    has dropped the tabs and newlines it ignores, no backslashes (which browsers read as /)."""
+    if not target or any(ord(c) < 0x21 or ord(c) == 0x7F or c == "\\" for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
 def create_app(db_path: Path | str | None = None, *, data_root: Path | str | None = None,
-               trusted_hosts: list[str] | None = None, secret_key: str | None = None,
-               cache: bool = True) -> Flask:
+               trusted_hosts: list[str] | None = None, secret_key: str | None = None) -> Flask:
     """The app for the store at DB_PATH (default: the CLI's). Artifact files are served only
-    from inside DATA_ROOT (default: the data directory). `trusted_hosts=None` accepts only
-    loopback names in the Host header (against DNS rebinding); pass [] to accept any."""
+    from the output folders inside DATA_ROOT (default: the data directory). The Host header
+    must name loopback or one of TRUSTED_HOSTS (against DNS rebinding); the check is never off."""
     from zero2vllm.paths import data_dir, db_path as default_db
 
     app = Flask(__name__)
@@ -73,14 +83,13 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_HTTPONLY=True,
         MAX_CONTENT_LENGTH=MAX_PLAN_BYTES + 64 * 1024,
-        TRUSTED_HOSTS=LOOPBACK_NAMES if trusted_hosts is None else (trusted_hosts or None),
+        TRUSTED_HOSTS=None,  # werkzeug's check refuses [::1]; ours is check_host below
+        Z2V_ALLOWED_HOSTS=LOOPBACK_NAMES + list(trusted_hosts or []),
         TEMPLATES_AUTO_RELOAD=False,
     )
     app.config["Z2V_DB"] = Path(db_path) if db_path else default_db()
     app.config["Z2V_DATA_ROOT"] = Path(data_root) if data_root else data_dir()
     md = _markdown()
-    pages = PageCache(app.config["Z2V_DB"]) if cache else None
-    app.extensions["z2v_page_cache"] = pages
 
     # -- per-request store and plan ----------------------------------------------------------
     def store() -> Store:
@@ -102,7 +111,13 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         if s is not None:
             s.close()
 
-    # -- CSRF --------------------------------------------------------------------------------
+    # -- Host, then CSRF ----------------------------------------------------------------------
+    @app.before_request
+    def check_host() -> None:
+        if not host_allowed(request.headers.get("Host", ""), app.config["Z2V_ALLOWED_HOSTS"]):
+            abort(400, description="This address is not one the dashboard answers to. Open it as "
+                                   "http://127.0.0.1:PORT/, or start it with --allow-host NAME.")
+
     def csrf_token() -> str:
         token = session.get("csrf")
         if not token:
@@ -121,12 +136,6 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
 
     @app.after_request
     def security_headers(resp: Response) -> Response:
-        if resp.mimetype == "text/html" and not resp.direct_passthrough and not g.get("csrf_filled"):
-            # pages are rendered with a placeholder (so a cached page serves every session);
-            # each response gets the token of its own session
-            body = resp.get_data()
-            if CSRF_PLACEHOLDER_B in body:
-                resp.set_data(body.replace(CSRF_PLACEHOLDER_B, csrf_token().encode()))
         for name, value in SECURITY_HEADERS:
             resp.headers.setdefault(name, value)
         return resp
@@ -139,7 +148,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
                 last = g.store.last_change()
             except sqlite3.Error:  # rendering the database's own error page
                 pass
-        return {"csrf": CSRF_PLACEHOLDER, "last_change": last, "nav_week": g.get("nav_week")}
+        return {"csrf": csrf_token(), "last_change": last, "nav_week": g.get("nav_week")}
 
     @app.template_filter("md")
     def render_markdown(text: str | None) -> Markup:
@@ -169,28 +178,17 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     @app.get("/")
     def overview():
         at = progress.now()
-
-        def render() -> list[bytes]:
-            p, s = plan(), store()
-            st = progress.status(s, plan=p, at=at)
-            today = progress.local_day(at)
-            by_day = s.seconds_by_day()  # one query shared by the calendar, streaks and burn-up
-            cal = views_data.calendar(s, p, today, by_day=by_day)
-            html = render_template(
-                "overview.html", st=st, plan=p, cal=cal, streaks=cal["streaks"],
-                cards_due=views_data.cards_due(s, p, at),
-                burnup=charts.burnup_svg(views_data.burnup(s, p, today, by_day=by_day)),
-                heatmap=charts.heatmap_svg(cal), heat_colours=charts.HEAT_COLOURS,
-                messages=get_flashed_messages(with_categories=True))
-            return html.encode("utf-8").split(CSRF_PLACEHOLDER_B)
-
-        if pages is None or session.get("_flashes"):  # a message to show once: not cacheable
-            parts = render()
-        else:
-            # the page shows minutes (timer, today's date), so it is kept for one minute at most
-            parts = pages.page("overview", at.strftime("%Y-%m-%dT%H:%M"), render)
-        g.csrf_filled = True
-        return Response(csrf_token().encode().join(parts), mimetype="text/html")
+        p, s = plan(), store()
+        st = progress.status(s, plan=p, at=at)
+        today = progress.local_day(at)
+        by_day = s.seconds_by_day()  # one query shared by the calendar, streaks and burn-up
+        cal = views_data.calendar(s, p, today, by_day=by_day)
+        return render_template(
+            "overview.html", st=st, plan=p, cal=cal, streaks=cal["streaks"],
+            cards_due=views_data.cards_due(s, p, at),
+            burnup=charts.burnup_svg(views_data.burnup(s, p, today, by_day=by_day)),
+            heatmap=charts.heatmap_svg(cal), heat_colours=charts.HEAT_COLOURS,
+            messages=get_flashed_messages(with_categories=True))
 
     # -- a week ------------------------------------------------------------------------------
     @app.get("/week/")
@@ -270,9 +268,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             flash(actions.undo(store()), "ok")
         except ActionError as exc:
             flash(str(exc), "error")
-        nxt = request.form.get("next") or "/"
-        local = nxt.startswith("/") and not nxt.startswith(("//", "/\\"))  # no open redirect
-        return redirect(nxt if local else "/")
+        return redirect(safe_next(request.form.get("next")))
 
     # -- concept review: `z2v review` in the page ---------------------------------------------
     def review_page(week: int | None, reveal: str | None = None, messages=None, status: int = 200):
@@ -336,27 +332,35 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         except StoredPlanError:
             p = None
         rows = views_data.labs_view(store(), p)
+        root, store_files = app.config["Z2V_DATA_ROOT"], store_paths()
         for lab in rows:
             for run in lab["runs"]:
                 run["charts"] = [charts.line_svg(s) for s in views_data.numeric_series(run["metrics"])]
                 run["files"] = [{"index": i, "name": Path(a).name, "path": a,
-                                 "served": views_data.inside(Path(a), app.config["Z2V_DATA_ROOT"]),
-                                 "image": Path(a).suffix.lower() in (".png", ".svg", ".jpg", ".jpeg")}
+                                 "served": artifacts.servable(Path(a), root, store_files),
+                                 "image": Path(a).suffix.lower() in artifacts.IMAGES}
                                 for i, a in enumerate(run["artifacts"])]
                 run["scalars"] = {k: v for k, v in run["metrics"].items()
                                   if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
         return render_template("labs.html", labs=rows)
 
+    def store_paths() -> list[Path]:
+        db = Path(app.config["Z2V_DB"])
+        return [db] + [Path(f"{db}{s}") for s in ("-wal", "-shm", "-journal")]
+
     @app.get("/labs/run/<int:run_id>/artifact/<int:index>")
     def artifact(run_id: int, index: int):
+        run = next((r for r in store().lab_runs() if r["id"] == run_id), None)
+        if run is None or not 0 <= index < len(run["artifacts"]):
+            abort(404, description=f"no artifact {index} on run {run_id}")
         try:
-            path = views_data.artifact_path(store(), run_id, index, app.config["Z2V_DATA_ROOT"])
-        except PermissionError as exc:
+            path = artifacts.check(Path(run["artifacts"][index]), app.config["Z2V_DATA_ROOT"],
+                                   store_paths())
+        except artifacts.NotServed as exc:
             abort(403, description=str(exc))
         except FileNotFoundError as exc:
             abort(404, description=str(exc))
-        mimetype = "text/plain" if path.suffix.lower() in (".csv", ".json", ".txt", ".log") else None
-        return send_file(path, mimetype=mimetype, max_age=0)
+        return artifacts.response(path)
 
     # -- plan --------------------------------------------------------------------------------
     def plan_page(status: int = 200, **extra):
@@ -453,70 +457,4 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         return error_page(500, "Something went wrong", f"{type(exc).__name__}: {exc}",
                           "The details are in the terminal running `z2v serve dashboard`.")
 
-    if pages is not None:
-        app.wsgi_app = CachedOverview(app, app.wsgi_app, pages)
     return app
-
-
-class CachedOverview:
-    """Serves GET / straight from the page cache, before Flask, when everything Flask would do
-    is already known: the Host is trusted, the browser has a session with its CSRF token and no
-    message waiting, and the database has not changed this minute. Anything else (first
-    visit, a change, another path) goes through Flask as usual. Half the cost of a cached hit
-    was Flask's own request handling; this is what keeps the overview fast under load."""
-
-    def __init__(self, app: Flask, wsgi_app, pages: PageCache):
-        self.wsgi_app, self.pages = wsgi_app, pages
-        self.trusted = app.config["TRUSTED_HOSTS"]
-        self.cookie = app.config["SESSION_COOKIE_NAME"]
-        self.serializer = app.session_interface.get_signing_serializer(app)
-        self.max_age = int(app.permanent_session_lifetime.total_seconds())
-        self._verified: dict[str, tuple[str, float]] = {}
-
-    def __call__(self, environ, start_response):
-        if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == "/" \
-                and not environ.get("QUERY_STRING"):
-            parts = self._cached(environ)
-            if parts is not None:
-                token, parts = parts
-                body = token.encode().join(parts)
-                start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                                          ("Content-Length", str(len(body))), ("Vary", "Cookie")]
-                               + SECURITY_HEADERS)
-                return [body]
-        return self.wsgi_app(environ, start_response)
-
-    def _cached(self, environ):
-        from werkzeug.http import parse_cookie
-
-        host = environ.get("HTTP_HOST", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if self.trusted and name not in self.trusted:
-            return None
-        raw = parse_cookie(environ.get("HTTP_COOKIE", "")).get(self.cookie)
-        if not raw:
-            return None
-        token = self._token_of(raw)
-        if token is None:
-            return None
-        parts = self.pages.peek("overview", progress.now().strftime("%Y-%m-%dT%H:%M"))
-        return (token, parts) if parts is not None else None
-
-    def _token_of(self, raw: str) -> str | None:
-        """The CSRF token in a session cookie with no message waiting, else None. Checking the
-        signature is most of a hit's cost, so a verified cookie is remembered for a minute
-        (the same bytes verify the same way; the minute bounds the 31-day expiry check)."""
-        now = time.monotonic()
-        known = self._verified.get(raw)
-        if known is not None and now - known[1] < 60:
-            return known[0]
-        try:
-            data = self.serializer.loads(raw, max_age=self.max_age)
-        except Exception:  # a bad or expired cookie: Flask starts a new session
-            return None
-        token = data.get("csrf") if not data.get("_flashes") else None
-        if token:
-            if len(self._verified) > 256:
-                self._verified.clear()
-            self._verified[raw] = (token, now)
-        return token

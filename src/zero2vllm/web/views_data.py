@@ -8,39 +8,19 @@ into pages, and any other front end can call the same functions.
 
 from __future__ import annotations
 
-import threading
 from datetime import date, datetime, timedelta
-from pathlib import Path
 
-from zero2vllm.tracker import plan as planlib
 from zero2vllm.tracker import progress
 from zero2vllm.tracker.actions import ActionError
 from zero2vllm.tracker.plan import Plan
 from zero2vllm.tracker.store import Store
 
 
-# -- the plan, parsed once per text ----------------------------------------------------------------
-_plan_cache: dict[str, Plan] = {}
-_plan_lock = threading.Lock()
-
-
+# -- the plan -------------------------------------------------------------------------------------
 def current_plan(store: Store) -> Plan:
-    """`progress.load_plan`, but a stored text is parsed once per process, not once per page.
-
-    Plans are never mutated by the tracker, so one parsed object can serve every request."""
-    row = store.get_plan()
-    if row is None:
-        return progress.load_plan(store)  # imports the bundled plan into a new store
-    text = row["source_text"]
-    with _plan_lock:
-        plan = _plan_cache.get(text)
-    if plan is None:
-        plan = planlib.parse(text)
-        with _plan_lock:
-            if len(_plan_cache) > 8:
-                _plan_cache.clear()
-            _plan_cache[text] = plan
-    return plan
+    """`progress.load_plan`: its one plan cache (the parse pickled beside the database) serves
+    the dashboard as it serves the CLI."""
+    return progress.load_plan(store)
 
 
 # -- burn-up, calendar, streaks ------------------------------------------------------------------
@@ -176,25 +156,6 @@ def labs_view(store: Store, plan: Plan | None) -> list[dict]:
             "unlinked_item": lab.plan_item if st.unlinked else None,
         })
     return out
-
-
-def artifact_path(store: Store, run_id: int, index: int, root: Path) -> Path:
-    """The file of artifact INDEX of lab run RUN_ID, only if it lies inside ROOT (the data
-    directory): a path in the store never lets the dashboard read other files."""
-    run = next((r for r in store.lab_runs() if r["id"] == run_id), None)
-    if run is None or not 0 <= index < len(run["artifacts"]):
-        raise FileNotFoundError(f"no artifact {index} on run {run_id}")
-    path = Path(run["artifacts"][index]).resolve()
-    if not inside(path, root):
-        raise PermissionError(f"{path} is outside the data directory {root}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} no longer exists")
-    return path
-
-
-def inside(path: Path, root: Path) -> bool:
-    """Whether PATH (symlinks resolved) lies inside ROOT."""
-    return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
 def numeric_series(metrics: dict) -> list[dict]:

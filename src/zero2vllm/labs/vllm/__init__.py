@@ -11,4 +11,5 @@ LAB = Lab(
     entry=None,  # nothing to import: the checks talk to the running server
     evidence_inputs=("compare",),  # the recorded `z2v compare` runs, passed in by the parent
     time_limit_s=300.0,
+    host_network=True,  # the learner's vLLM server runs outside the check's sandbox
 )
