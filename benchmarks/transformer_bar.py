@@ -33,7 +33,8 @@ REFERENCE = ROOT / "src" / "zero2vllm" / "labs" / "transformer" / "reference"
 # mistakes that can train (the others crash or are caught long before training matters)
 TRAINING_MISTAKES = ("no-causal-mask", "heads-not-split", "no-scaling", "no-position-embedding",
                      "no-layernorm", "no-final-layernorm", "no-residual", "softmax-over-queries",
-                     "mask-one-step-ahead")
+                     "mask-one-step-ahead", "no-residual-mha", "no-position-einsum",
+                     "heads-view-without-transpose", "scale-by-n-embd", "one-head-in-the-list")
 
 
 def materialise(base: str, edits: list[dict], dest: Path) -> Path:

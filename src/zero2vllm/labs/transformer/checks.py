@@ -393,7 +393,10 @@ def residual(ctx):
 
     ratios = []
     for seed in range(3):
-        model = build(ctx, seed=seed)  # the learner's init: attention near uniform
+        # small random weights, whatever the learner's init (a zero-initialised lm_head would
+        # hide everything): attention near uniform, so only a residual stream favours token t
+        model = build(ctx, seed=seed)
+        randomize(model, std=0.02, seed=seed)
         T = SMALL["block_size"]
         diff = logits_change(model, T, 40 + seed)
         own = torch.stack([diff[t, t] for t in range(8, T)])

@@ -26,7 +26,7 @@ SOFTMAXES = {F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torc
              torch.Tensor.log_softmax}
 EXPS = {torch.exp, torch.Tensor.exp}
 PRODUCTS = {torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm,
-            torch.Tensor.bmm, torch.einsum, torch.baddbmm}
+            torch.Tensor.bmm, torch.einsum}  # not baddbmm: its alpha scales inside the product
 NORMS = {F.layer_norm, F.group_norm, getattr(F, "rms_norm", F.layer_norm)}
 SCALARS = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__,
            torch.Tensor.mul_, torch.Tensor.__imul__, torch.div, torch.Tensor.div,
@@ -143,11 +143,11 @@ class Probe(TorchFunctionMode):
             ins, _, result = spec.replace(" ", "").partition("->")
             terms = ins.split(",")
             size = 1
-            for letter in set(terms[0]) & set(terms[1]) - set(result):
-                size *= ops[0].shape[terms[0].index(letter)]
+            term = terms[0].replace("...", "")
+            for letter in set(term) & set(terms[1]) - set(result):
+                size *= ops[0].shape[term.index(letter) - len(term)]  # from the right: "..."
             return size
-        a = args[1] if func is torch.baddbmm else args[0]
-        return int(a.shape[-1])
+        return int(args[0].shape[-1])
 
     def _fit_scale(self, x: torch.Tensor) -> None:
         """x (the softmax's input) = c * raw + per-row constant, on the entries not masked out."""
