@@ -65,6 +65,12 @@ def output_shapes(ctx):
                               got=str(tuple(logits.shape)), hint=hint)
         if loss is not None:
             raise CheckFailed("forward(idx) without targets must return loss None", got=repr(loss))
+        if not bool(torch.isfinite(logits).all()):
+            raise CheckFailed(
+                "the logits contain NaN or inf", got=f"{int((~torch.isfinite(logits)).sum())} "
+                f"of {logits.numel()} values",
+                hint="a softmax over a row that is all -inf gives NaN: is the mask inverted "
+                     "(masked_fill where tril == 1), or the softmax over the wrong dimension?")
         logits, loss = full_logits(model, idx, tokens((B, T), 1))
         if tuple(logits.shape) != (B, T, VOCAB):
             raise CheckFailed("forward(idx, targets) gave logits of the wrong shape",
@@ -164,10 +170,16 @@ def loss_formula(ctx):
          "use targets: F.cross_entropy(logits.view(B*T, V), targets.view(B*T))"),
         (float(F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1), reduction="sum")),
          "the loss is summed over positions instead of averaged", "use the mean (the default)"),
+        (ce(logits.softmax(-1), targets),
+         "cross_entropy was given probabilities (softmax already applied), not logits",
+         "F.cross_entropy applies log_softmax itself: pass the raw logits"),
+        (float(F.nll_loss(logits.reshape(-1, VOCAB), targets.reshape(-1))),
+         "nll_loss on raw logits: the log_softmax is missing",
+         "use F.cross_entropy(logits, targets), or F.nll_loss(F.log_softmax(logits, -1), ...)"),
     ]
     for value, message, hint in mistakes:
         if math.isclose(loss, value, rel_tol=1e-3, abs_tol=1e-4):
-            raise CheckFailed(f"wrongly shifted or wrongly reduced loss: {message}",
+            raise CheckFailed(f"wrong loss: {message}",
                               expected=f"{right:.4f}", got=f"{loss:.4f}", hint=hint)
     raise CheckFailed("the loss is not the mean cross-entropy of logits[:, t] against targets[:, t]",
                       expected=f"{right:.4f}", got=f"{loss:.4f}",
@@ -424,9 +436,10 @@ def generate(ctx):
     if not hasattr(model, "generate"):
         raise CheckFailed("GPT has no generate method",
                           hint="def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None)")
-    lengths: list[int] = []
-    model.register_forward_pre_hook(lambda m, args, kw: lengths.append(
-        int((args[0] if args else kw["idx"]).shape[1])), with_kwargs=True)
+    fed: list = []  # what each model(...) call received (a generate calling self.forward
+    # directly bypasses the hook: then only the greedy comparison below judges it)
+    model.register_forward_pre_hook(lambda m, args, kw: fed.append(
+        (args[0] if args else kw["idx"]).clone()), with_kwargs=True)
     start = tokens((2, 3), 6)
     n_new = block + 5  # longer than the context: only the last block_size tokens fit
     torch.manual_seed(0)
@@ -449,10 +462,22 @@ def generate(ctx):
                           got=f"{out.dtype}, range [{out.min()}, {out.max()}]")
     if not torch.equal(out[:, :3], start):
         raise CheckFailed("generate changed the prompt", hint="append new tokens after idx")
+    lengths = [int(x.shape[1]) for x in fed]
     if lengths and max(lengths) > block:
         raise CheckFailed("generate fed the model more than block_size tokens",
                           expected=f"at most {block}", got=str(max(lengths)),
                           hint="crop: idx_cond = idx[:, -block_size:]")
+    if len(fed) == n_new:  # step i must see the last block_size tokens of out[:, :3 + i]
+        for i, x in enumerate(fed):
+            window = out[:, max(0, 3 + i - block):3 + i]
+            if not torch.equal(x, window):
+                what = (f"{x.shape[1]} tokens" if x.shape[1] != window.shape[1]
+                        else "the first block_size tokens, not the last")
+                raise CheckFailed(
+                    f"generate step {i} fed the model {what}: the context must be a sliding "
+                    "window of the last block_size tokens",
+                    expected=f"out[:, {max(0, 3 + i - block)}:{3 + i}] ({window.shape[1]} tokens)",
+                    got=f"{x.shape[1]} tokens", hint="idx_cond = idx[:, -block_size:]")
     # greedy (top_k=1) must follow the sliding window: argmax of the LAST position's logits
     # given the last block_size tokens, step after step
     with torch.no_grad():
@@ -469,7 +494,7 @@ def generate(ctx):
                               expected=str(want[:, 3].tolist()), got=str(greedy[:, 3].tolist()),
                               hint="sample from logits[:, -1, :] (the last position), after top-k")
         where = ("once the sequence passed block_size: crop to the LAST block_size tokens "
-                 "(idx[:, -block_size:]), a sliding window") if 3 + step > block else ""
+                 "(idx[:, -block_size:]), a sliding window") if 3 + step >= block - 1 else ""
         raise CheckFailed(f"greedy generation went astray at new token {step}" +
                           (f" {where}" if where else ""),
                           expected="at every step, the argmax of the last position's logits "
