@@ -106,6 +106,19 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
+def markdown(result: dict) -> str:
+    """One row per design or mistake (val loss min / median / max over its seeds)."""
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in result["rows"]:
+        by.setdefault((r["kind"], r["name"]), []).append(r["val"])
+    lines = ["| kind | design or mistake | seeds | val loss min / median / max |", "|---|---|---|---|"]
+    for (kind, name), vals in sorted(by.items(), key=lambda kv: (kv[0][0], statistics.median(kv[1]))):
+        vals.sort()
+        lines.append(f"| {kind} | {name} | {len(vals)} | {vals[0]:.3f} / "
+                     f"{statistics.median(vals):.3f} / {vals[-1]:.3f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -115,7 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override fields of the check recipe (e.g. max_steps=300)")
     parser.add_argument("--json", type=Path, help="write rows and summary here")
+    parser.add_argument("--table", type=Path, help="print the Markdown table of a saved --json")
     args = parser.parse_args(argv)
+    if args.table:
+        result = json.loads(args.table.read_text())
+        print(markdown(result))
+        print(json.dumps(result["summary"]))
+        return
     overrides = parse_overrides(args.set)
     with tempfile.TemporaryDirectory() as tmp:
         found = candidates(Path(tmp), args.only, not args.no_mistakes)

@@ -33,7 +33,8 @@ except TypeError:
     def criterion(name, needs=()):  # type: ignore[no-redef]
         return _plain(name)
 
-# the check recipe's spread over 7 correct designs x 3 seeds was 2.20-2.35 (docs/labs.md)
+# from the measured spread of correct designs under the check recipe (docs/labs.md): above
+# the worst with a margin, below the mistakes only training can catch
 CHECK_BAR = 2.45
 LEAK_FLOOR = 1.8  # no correct model gets near this in the check's 400 steps: it reads the future
 SHAPES = ("output shapes",)
@@ -584,8 +585,7 @@ def trains(ctx):
         raise CheckFailed(
             f"val loss {result.final_val:.3f} is impossibly low for {result.steps} steps of this "
             "model: it must see the characters it predicts (future leakage)",
-            expected=f"correct models reach {CHECK_BAR - 0.25:.2f}-{CHECK_BAR - 0.1:.2f} here; "
-                     f"nothing honest gets below {LEAK_FLOOR}",
+            expected=f"correct models stay well above {LEAK_FLOOR} with this budget",
             got=f"{result.final_val:.4f}",
             hint="position t may only read tokens 0..t: check the causal mask (torch.tril, "
                  "diagonal 0) on the path training uses, in every head")
