@@ -8,6 +8,12 @@ import torch
 
 from zero2vllm.labs.framework import CheckFailed
 
+try:
+    from zero2vllm.labs.framework import CheckWarning
+except ImportError:  # TEMPORARY until h1-labgate's framework lands: a warning fails instead
+    class CheckWarning(CheckFailed):  # type: ignore[no-redef]
+        pass
+
 VOCAB = 65
 SMALL = dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
 
@@ -93,3 +99,19 @@ def leaks(ctx, n_layer: int, seed: int = 4):
     found = [(j, t) for j in range(1, T) for t in range(j) if float(diff[j, t]) > 1e-5]
     reads_past = sum(1 for t in range(1, T) if float(diff[0, t]) > 1e-5)
     return found, reads_past
+
+
+def probe_forward(ctx, seed: int = 5, randomized: bool = True, T: int = 11, **fields):
+    """One forward pass of a small model under the probe; T = 11 matches no other size."""
+    import torch
+
+    from zero2vllm.labs.transformer.probes import Probe
+
+    model = build(ctx, **fields)
+    if randomized:
+        randomize(model, seed=seed)
+    idx = tokens((2, T), seed)
+    probe = Probe(T, fields.get("n_embd", SMALL["n_embd"]), VOCAB)
+    with torch.no_grad(), probe:
+        logits, _ = full_logits(model, idx)
+    return probe, model, logits
