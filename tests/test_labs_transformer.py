@@ -152,7 +152,7 @@ def test_reference_passes_every_real_criterion_and_ticks_the_deliverable(z2v, ho
     report = json.loads(result.output)
     assert set(report) == {"lab", "passed", "criteria", "metrics"}
     assert report["lab"] == "transformer" and report["passed"] is True
-    assert all(set(c) == {"name", "passed", "detail"} and c["passed"] for c in report["criteria"])
+    assert all({"name", "passed", "detail"} <= set(c) and c["passed"] for c in report["criteria"])
     names = [c["name"] for c in report["criteria"]]
     assert "train on tiny Shakespeare" in names and "overfit one batch" in names
     from zero2vllm.labs.transformer.checks import CHECK_BAR

@@ -83,6 +83,19 @@ def generate(ctx):
                                    "given the last block_size tokens",
                           got=f"{greedy[0, 3:].tolist()} instead of {want[0, 3:].tolist()}",
                           hint="idx_cond = idx[:, -block_size:]; logits[:, -1, :]; append")
+    # temperature divides the logits: near 0, sampling is the argmax
+    cold = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            cold.append(model.generate(start.clone(), 1, temperature=1e-3)[:, -1])
+    if not all(torch.equal(c, want[:, 3]) for c in cold):
+        raise CheckFailed(
+            "temperature 0.001 did not give the most likely token: the temperature is applied "
+            "the wrong way (or not at all)",
+            expected=f"{want[:, 3].tolist()} every time (logits / temperature -> one-hot)",
+            got=str([c.tolist() for c in cold]),
+            hint="logits = logits[:, -1, :] / temperature, before top-k and the softmax")
     dropped = build(ctx, dropout=0.5)  # eval mode: generation must not sample dropout masks
     randomize(dropped, std=0.2, seed=2)
     gens = []

@@ -119,7 +119,10 @@ class Probe(TorchFunctionMode):
             if bool(((rms - 1).abs() < 0.05).all()):
                 self.normalised.add(_signature(out))
         if out.shape[-1] == self.V and out.shape[-2] == T and func in PRODUCTS | {F.linear}:
-            x = args[0] if func is not torch.einsum else None
+            x = args[0]
+            if func is torch.einsum:  # the operand that brings the n_embd channels
+                ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+                x = next((o for o in ops if o.dim() >= 2 and o.shape[-2] == T), None)
             if isinstance(x, torch.Tensor) and x.shape[-1] == self.C:
                 self.output_inputs.append(x.detach().clone())
 
