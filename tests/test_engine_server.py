@@ -53,7 +53,7 @@ def free_port() -> int:
 def server(tiny_dir):
     """The server in a thread of this process: (base_url, engine)."""
     from zero2vllm.engine import EngineConfig, LLMEngine
-    from zero2vllm.engine.server import Server
+    from zero2vllm.engine.api_server import Server
 
     engine = LLMEngine(EngineConfig(model=str(tiny_dir), max_model_len=256, num_kv_blocks=64, max_num_seqs=8))
     port, ready = free_port(), threading.Event()
@@ -100,7 +100,7 @@ def test_bad_requests_get_openai_errors(server):
     base, _ = server
     post = lambda body, **kw: httpx.post(base + "/v1/completions", timeout=10, **({"json": body} | kw))  # noqa: E731
     cases = [
-        (post(None, content=b"{not json"), 400, "JSON"),
+        (post(None, content=b"{not json", headers={"content-type": "application/json"}), 400, "JSON"),
         (post({"max_tokens": 3}), 400, "prompt"),
         (post({"prompt": "hi", "max_tokens": 1000}), 400, "max_model_len"),
         (post({"prompt": "hi", "max_tokens": "3"}), 400, "max_tokens"),
@@ -136,12 +136,12 @@ def test_concurrent_streams_metrics_and_disconnects(server):
     # a client that hangs up mid-stream: its sequence is aborted and its blocks come back
     with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
         body = json.dumps({"prompt": "hello " * 40, "max_tokens": 200, "ignore_eos": True, "stream": True})
-        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
         received = b""
         while b"data:" not in received:
             received += s.recv(4096)
     deadline = time.time() + 20
-    while time.time() < deadline and engine.block_manager.num_free_blocks != engine.block_manager.num_blocks:
+    while time.time() < deadline and engine.metrics()["free_blocks"] != engine.metrics()["num_blocks"]:
         time.sleep(0.1)
     metrics = httpx.get(base + "/metrics").text
     values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
