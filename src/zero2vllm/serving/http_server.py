@@ -27,7 +27,7 @@ class Limits:
     keep_alive_s: float = 5.0          # an idle connection between requests (uvicorn's default)
     request_s: float = 10.0            # from a request's first byte until its body is complete
     write_s: float = 30.0              # a client that stops reading its stream
-    max_header_bytes: int = 64 << 10
+    max_header_bytes: int = 16 << 10        # h11's default, as uvicorn
     max_body_bytes: int = 4 << 20
 
 
