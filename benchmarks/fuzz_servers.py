@@ -3,7 +3,8 @@
     PYTHONPATH=src python benchmarks/fuzz_servers.py [--requests 2000] [--server naive|engine|both]
                                                      [--model FOLDER] [--seed 0]
 
-Each server runs as its own process (its RSS is read from /proc before and after). Every case
+Each server runs as its own process with one torch thread (so the fuzzing client keeps a core;
+its RSS is read from /proc before and after). Every case
 goes over a fresh socket and is one of these classes: fuzzed JSON fields (extreme numbers, lone
 surrogates, NaN, wrong types, token ids past the vocabulary, poisoned stop_token_ids), bad JSON
 (20,000-deep nesting, random bytes, invalid UTF-8), malformed HTTP (`Content-Length: abc`, a
@@ -172,6 +173,7 @@ def fuzz(kind: str, port: int, n: int, seed: int = 0, hang_s: float = 60.0, idle
     started = time.monotonic()
     with ThreadPoolExecutor(workers) as pool:
         outcomes = list(pool.map(lambda c: (c[0], exchange(port, c[1], c[2], hang_s)), cases))
+    bad = [repr(raw[:160]) for (_, raw, _), (_, o) in zip(cases, outcomes) if o in ("closed", "hang", "cut")]
     time.sleep(max(0.0, idle_wait_s - (time.monotonic() - started)))
     counts: dict[str, dict[str, int]] = {}
     for cls, outcome in outcomes:
@@ -182,7 +184,7 @@ def fuzz(kind: str, port: int, n: int, seed: int = 0, hang_s: float = 60.0, idle
     return {"server": kind, "requests": n, "by_class": counts,
             "5xx": sum(o.startswith("5") for o in flat), "closed_without_answer": flat.count("closed"),
             "hangs": flat.count("hang"), "streams_cut": flat.count("cut"), "idle_held": still_open(idle_socks),
-            "idle_opened": idle, "good_after": good}
+            "idle_opened": idle, "good_after": good, "failed_examples": bad[:5]}
 
 
 def rss_mb(pid: int) -> float:
@@ -194,10 +196,10 @@ def start(kind: str, model: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind == "engine":
         cmd = [sys.executable, "-m", "zero2vllm.engine.api_server", "--model", model, "--port", str(port),
-               "--max-model-len", "256", "--num-kv-blocks", "128", "--max-num-seqs", "16"]
+               "--max-model-len", "256", "--num-kv-blocks", "128", "--max-num-seqs", "16", "--threads", "1"]
     else:
         cmd = [sys.executable, "-m", "zero2vllm", "serve", "naive", "--model", model, "--port", str(port),
-               "--max-model-len", "256", "--max-new-tokens-limit", "64"]
+               "--max-model-len", "256", "--max-new-tokens-limit", "64", "--threads", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 180
     while time.time() < deadline:

@@ -375,6 +375,7 @@ def make_http_server(app, host: str = "127.0.0.1", port: int = 0, *, access_log:
 
     class Handler(WSGIRequestHandler):
         protocol_version = "HTTP/1.1"
+        default_request_version = "HTTP/1.0"  # so a garbage request line gets a status line back, not a bare body
 
         def setup(self):
             self.timeout = timeout  # socketserver applies it to the connection
@@ -414,8 +415,8 @@ class ServerThread:
     port=0 picks a free port; `.url` tells which. `stop()` shuts it down cleanly.
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        self.server = make_http_server(app, host, port)
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, **kwargs):
+        self.server = make_http_server(app, host, port, **kwargs)
         self.host, self.port = host, self.server.server_port
         self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
