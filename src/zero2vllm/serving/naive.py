@@ -296,7 +296,7 @@ def create_app(server: NaiveServer, api_key: str | None = None):
         except OSError:  # the body did not arrive in time
             return None, "the body did not arrive in full"
         try:
-            return json.loads(raw or b"null", parse_constant=_no_constant), None
+            return json.loads(raw, parse_constant=_no_constant), None
         except RecursionError:
             return None, "the JSON body is nested too deeply"
         except ValueError:
