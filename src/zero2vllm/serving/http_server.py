@@ -173,7 +173,3 @@ class HTTPServer:
             conn.receive_data(data)  # a pipelined next request: h11 keeps it for the next cycle
             if len(conn.trailing_data[0]) > self.limits.max_header_bytes + self.limits.max_body_bytes:
                 await asyncio.Event().wait()  # stop reading; the handler's end decides what happens
-
-
-async def serve(server: HTTPServer, host: str, port: int) -> asyncio.AbstractServer:
-    return await asyncio.start_server(server.handle_connection, host, port, reuse_address=True, backlog=1024)
