@@ -54,7 +54,7 @@ def server(tiny_dir):
     """The server in a thread of this process: (base_url, engine)."""
     from zero2vllm.engine import EngineConfig, LLMEngine
     from zero2vllm.engine.api_server import Server
-    from zero2vllm.serving.http_server import Limits
+    from zero2vllm.instruments.http_server import Limits
 
     engine = LLMEngine(EngineConfig(model=str(tiny_dir), max_model_len=256, num_kv_blocks=64, max_num_seqs=8))
     port, ready = free_port(), threading.Event()
@@ -278,7 +278,7 @@ def test_hostile_input_gets_4xx_answers_never_5xx_or_silence(server):
 def test_guards_and_api_key():
     from zero2vllm.engine.api_server import Server, host_name
     from zero2vllm.engine.openai_protocol import BadRequest
-    from zero2vllm.serving.http_server import Request
+    from zero2vllm.instruments.http_server import Request
 
     assert [host_name(h) for h in ("127.0.0.1:8000", "[::1]:80", "localhost", "evil.example:1")] == \
         ["127.0.0.1", "[::1]", "localhost", "evil.example"]
@@ -324,7 +324,7 @@ def test_disconnect_cancels_a_non_streamed_request_and_tokenizing_leaves_the_loo
 
 
 def test_z2v_bench_measures_the_engine(server):
-    from zero2vllm.bench import run_benchmark
+    from zero2vllm.instruments.bench import run_benchmark
 
     base, _ = server
     result = run_benchmark(base, api="openai", concurrency=[4], num_requests=8, input_len=20, output_len=10,
@@ -365,7 +365,7 @@ def test_compare_starts_the_engine_and_reports_its_kv_utilisation(tiny_dir, z2v,
     text = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| KV util |" in text and "of its allocated KV slots held tokens" in text
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     (run,) = Store.open(db_path()).lab_runs("vllm", kind="compare")
     assert run["passed"] and run["criteria"][0]["name"] == "engine measured" and run["criteria"][0]["passed"]

@@ -58,7 +58,7 @@ def check(result: dict) -> None:
 
 def test_naive_api_survives_the_fuzz(tiny_model_dir):  # noqa: F811
     from zero2vllm.models import load_model
-    from zero2vllm.serving.naive import NaiveServer, ServerThread, create_app
+    from zero2vllm.instruments.naive import NaiveServer, ServerThread, create_app
 
     fuzz = load_fuzz()
     model, tok, _ = load_model(str(tiny_model_dir))
@@ -76,7 +76,7 @@ def test_naive_api_survives_the_fuzz(tiny_model_dir):  # noqa: F811
 def test_engine_server_survives_the_fuzz(tiny_model_dir):  # noqa: F811
     from zero2vllm.engine import EngineConfig, LLMEngine
     from zero2vllm.engine.api_server import Server
-    from zero2vllm.serving.http_server import Limits
+    from zero2vllm.instruments.http_server import Limits
 
     fuzz = load_fuzz()
     engine = LLMEngine(EngineConfig(model=str(tiny_model_dir), max_model_len=256, num_kv_blocks=128, max_num_seqs=16))

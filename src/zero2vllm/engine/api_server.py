@@ -30,7 +30,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from .engine_thread import EngineThread
-from zero2vllm.serving.http_server import ClientGone, Exchange, HTTPServer, Limits, Request
+from zero2vllm.instruments.http_server import ClientGone, Exchange, HTTPServer, Limits, Request
 from .llm_engine import LLMEngine
 from .openai_protocol import BadRequest, Detokenizer, error_body, parse_completion_request
 
@@ -155,7 +155,7 @@ class Server:
         return 200
 
     def render_metrics(self) -> str:
-        from zero2vllm.serving.metrics import process_memory_lines
+        from zero2vllm.instruments.metrics import process_memory_lines
 
         m = self.engine.metrics()
         stats, kv = m["stats"], m["stats"].kv_summary()
