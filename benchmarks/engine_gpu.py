@@ -190,7 +190,7 @@ def measure_http(engine: LLMEngine, args) -> dict:
     import asyncio
     import subprocess
 
-    from zero2vllm.engine.server import Server
+    from zero2vllm.engine.api_server import Server
 
     ready = threading.Event()
     server = Server(engine, "llama-1b-random")

@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.request
 
-from zero2vllm.engine import llm_engine, model_runner, server
+from zero2vllm.engine import api_server as server, llm_engine, model_runner
 
 steps: list[tuple[int, int, float, float]] = []  # tokens, sequences, step s, forward s
 forward_s = [0.0]

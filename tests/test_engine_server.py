@@ -53,11 +53,12 @@ def free_port() -> int:
 def server(tiny_dir):
     """The server in a thread of this process: (base_url, engine)."""
     from zero2vllm.engine import EngineConfig, LLMEngine
-    from zero2vllm.engine.server import Server
+    from zero2vllm.engine.api_server import Server
+    from zero2vllm.instruments.http_server import Limits
 
     engine = LLMEngine(EngineConfig(model=str(tiny_dir), max_model_len=256, num_kv_blocks=64, max_num_seqs=8))
     port, ready = free_port(), threading.Event()
-    srv = Server(engine, "tiny")
+    srv = Server(engine, "tiny", limits=Limits(keep_alive_s=1.0, request_s=2.0))
     threading.Thread(target=lambda: asyncio.run(srv.serve("127.0.0.1", port, ready)), daemon=True).start()
     assert ready.wait(30)
     return f"http://127.0.0.1:{port}", engine
@@ -100,7 +101,7 @@ def test_bad_requests_get_openai_errors(server):
     base, _ = server
     post = lambda body, **kw: httpx.post(base + "/v1/completions", timeout=10, **({"json": body} | kw))  # noqa: E731
     cases = [
-        (post(None, content=b"{not json"), 400, "JSON"),
+        (post(None, content=b"{not json", headers={"content-type": "application/json"}), 400, "JSON"),
         (post({"max_tokens": 3}), 400, "prompt"),
         (post({"prompt": "hi", "max_tokens": 1000}), 400, "max_model_len"),
         (post({"prompt": "hi", "max_tokens": "3"}), 400, "max_tokens"),
@@ -136,12 +137,12 @@ def test_concurrent_streams_metrics_and_disconnects(server):
     # a client that hangs up mid-stream: its sequence is aborted and its blocks come back
     with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as s:
         body = json.dumps({"prompt": "hello " * 40, "max_tokens": 200, "ignore_eos": True, "stream": True})
-        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+        s.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
         received = b""
         while b"data:" not in received:
             received += s.recv(4096)
     deadline = time.time() + 20
-    while time.time() < deadline and engine.block_manager.num_free_blocks != engine.block_manager.num_blocks:
+    while time.time() < deadline and engine.metrics()["free_blocks"] != engine.metrics()["num_blocks"]:
         time.sleep(0.1)
     metrics = httpx.get(base + "/metrics").text
     values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line and not line.startswith("#"))
@@ -159,6 +160,167 @@ def test_concurrent_streams_metrics_and_disconnects(server):
     assert value("z2v_engine_kv_utilization_sum_total") == pytest.approx(stats.kv_util_sum)
     assert value("z2v_engine_kv_utilization") == pytest.approx(stats.kv_util_sum / stats.kv_steps)
     assert 0 < value("z2v_engine_kv_utilization_contiguous") < value("z2v_engine_kv_utilization") <= 1
+
+
+def raw(base, data: bytes, timeout=10) -> bytes:
+    """Send DATA on a fresh socket; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def request(body: dict | bytes, headers: str = "Content-Type: application/json\r\n") -> bytes:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: {len(data)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + data
+
+
+def free_blocks_back(engine, timeout=20) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = engine.metrics()
+        if m["free_blocks"] == m["num_blocks"] and m["running"] == 0 and not m["waiting_ids"]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def _run_batch(base, bodies):
+    """POST every body at once; -> [(status, json or list of SSE data lines)]."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def one(body):
+            if not body.get("stream"):
+                r = await client.post(base + "/v1/completions", json=body)
+                return r.status_code, r.json()
+            async with client.stream("POST", base + "/v1/completions", json=body) as r:
+                return r.status_code, [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_one_poisoned_request_batched_with_eight_good_ones_fails_alone(server):
+    """Issue 16: a stop token past the vocabulary with min_tokens used to abort every request in flight."""
+    base, engine = server
+    good = [{"prompt": f"good {i} " * 3, "max_tokens": 10, "ignore_eos": True, "temperature": 0, "stream": i % 2 == 0}
+            for i in range(8)]
+    poison = {"prompt": "poison", "max_tokens": 10, "min_tokens": 1, "stop_token_ids": [49152]}
+    results = asyncio.run(_run_batch(base, good[:4] + [poison] + good[4:]))
+    status, err = results.pop(4)
+    assert status == 400 and err["error"]["param"] == "stop_token_ids" and err["error"]["code"] == 400
+    assert err["error"]["type"] == "BadRequestError" and "49152" in err["error"]["message"]
+    for body, (status, out) in zip(good, results):
+        assert status == 200
+        if body["stream"]:
+            assert out[-1] == "[DONE]" and len(out) == 11  # 10 tokens, then [DONE]
+        else:
+            assert out["usage"]["completion_tokens"] == 10
+    assert free_blocks_back(engine)
+
+
+def test_a_step_failing_for_one_sequence_fails_only_that_one(server):
+    """An injected fault: the forward pass raises whenever token 4242 is in the batch."""
+    base, engine = server
+    real_run = engine.runner.run
+
+    def faulty(batch, eos_token_ids=()):
+        if any(4242 in seq.token_ids for seq, _ in batch.items):
+            raise RuntimeError("injected fault")
+        return real_run(batch, eos_token_ids)
+
+    good = [{"prompt": f"fine {i} " * 4, "max_tokens": 12, "ignore_eos": True, "stream": i % 2 == 0} for i in range(6)]
+    bad = [{"prompt": [5, 4242, 6], "max_tokens": 12}, {"prompt": [7, 4242], "max_tokens": 12, "stream": True}]
+    engine.runner.run = faulty
+    try:
+        results = asyncio.run(_run_batch(base, bad + good))
+    finally:
+        del engine.runner.run
+    (s1, plain), (s2, events) = results[:2]
+    assert s1 == 500 and "injected fault" in plain["error"]["message"]
+    assert s2 == 200 and events[-1] == "[DONE]" and "injected fault" in json.loads(events[-2])["error"]["message"]
+    for body, (status, out) in zip(good, results[2:]):
+        assert status == 200
+        assert (out[-1] == "[DONE]" and len(out) == 13) if body["stream"] else out["usage"]["completion_tokens"] == 12
+    assert free_blocks_back(engine)
+
+
+def test_hostile_input_gets_4xx_answers_never_5xx_or_silence(server):
+    base, engine = server
+    cases = [
+        (request(b"[" * 20000 + b"]" * 20000), b"400", b"nested too deeply"),
+        (request({"prompt": "a\ud800b"}), b"400", b"lone surrogate"),
+        (request(b'{"prompt": "hi", "temperature": NaN}'), b"400", b"not valid JSON"),
+        (request(b'{"prompt": "hi", "temperature": 1e400}'), b"400", b"temperature"),
+        (request(b'{"prompt": "hi", "max_tokens": ' + b"9" * 5000 + b"}"), b"400", b"not valid JSON"),
+        (request({"prompt": "hi"}).replace(b"Content-Length: 16", b"Content-Length: abc"), b"400", b"Content-Length"),
+        (request({"prompt": "hi"}, f"X-Big: {'a' * (70 << 10)}\r\nContent-Type: application/json\r\n"), b"431", b"error"),
+        (request({"prompt": "hi"}, "Content-Type: text/plain\r\n"), b"415", b"application/json"),
+        (request({"prompt": "hi"}).replace(b"Host: 127.0.0.1", b"Host: evil.example"), b"400", b"Host"),
+        (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\n\r\nabc", b"408", b"in time"),
+    ]
+    for data, status, words in cases:
+        answer = raw(base, data)
+        assert answer.split(b" ", 2)[1] == status and words in answer, (data[:80], answer[:300])
+    # a tiny temperature is clamped as vLLM does, not an overflow
+    ok = raw(base, request({"prompt": "hi", "temperature": 1e-10, "max_tokens": 2}))
+    assert ok.startswith(b"HTTP/1.1 200 ")
+    # idle and half-sent connections are closed by the server (keep-alive 1 s, request 2 s here)
+    port = int(base.rsplit(":", 1)[1])
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+    socks[0].sendall(b"GET /health HTTP/1.1\r\nHost: 127")
+    for s in socks:
+        while s.recv(65536):
+            pass  # returns b"" once the server closes
+        s.close()
+
+
+def test_guards_and_api_key():
+    from zero2vllm.engine.api_server import Server, host_name
+    from zero2vllm.engine.openai_protocol import BadRequest
+    from zero2vllm.instruments.http_server import Request
+
+    assert [host_name(h) for h in ("127.0.0.1:8000", "[::1]:80", "localhost", "evil.example:1")] == \
+        ["127.0.0.1", "[::1]", "localhost", "evil.example"]
+    srv = Server(type("E", (), {})(), "m", api_key="sekret")
+    hdr = {"host": "localhost:8000", "content-type": "application/json; charset=utf-8"}
+    srv.refuse_cross_site(Request("POST", "/v1/completions", {**hdr, "authorization": "Bearer sekret"}, b""))
+    srv.refuse_cross_site(Request("GET", "/health", hdr, b""))  # as vLLM: only /v1 needs the key
+    for headers in ({**hdr, "authorization": "Bearer wrong"}, {**hdr, "authorization": "Bearer s\xe9kret"}, hdr):
+        with pytest.raises(BadRequest) as exc:
+            srv.refuse_cross_site(Request("POST", "/v1/completions", headers, b""))
+        assert exc.value.status == 401
+    srv.loopback = False  # bound to another interface: no Host check
+    srv.refuse_cross_site(Request("GET", "/v1/models", {"host": "box.lan", "authorization": "Bearer sekret"}, b""))
+
+
+def test_disconnect_cancels_a_non_streamed_request_and_tokenizing_leaves_the_loop_free(server):
+    base, engine = server
+    before = engine.stats.tokens_generated
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(request({"prompt": "go on " * 5, "max_tokens": 230, "ignore_eos": True}))
+        time.sleep(0.05)
+    assert free_blocks_back(engine)
+    assert engine.stats.tokens_generated - before < 230
+    # a 3.6 MB prompt is tokenized off the event loop: /health answers meanwhile
+    huge = json.dumps({"prompt": "lorem ipsum dolor " * 200_000}).encode()
+    with httpx.Client(timeout=60) as client:
+        done = []
+        t = threading.Thread(target=lambda: done.append(client.post(base + "/v1/completions", content=huge,
+                                                                      headers={"content-type": "application/json"})))
+        started = time.perf_counter()
+        t.start()
+        health = []
+        while t.is_alive() and len(health) < 200:
+            t0 = time.perf_counter()
+            assert httpx.get(base + "/health", timeout=10).status_code == 200
+            health.append(time.perf_counter() - t0)
+        t.join()
+        took = time.perf_counter() - started
+    assert done[0].status_code == 400 and "max_model_len" in done[0].json()["error"]["message"]
+    if took > 0.5:  # a fast machine may finish before /health is asked twice
+        assert max(health) < took / 2, (max(health), took)
 
 
 def test_z2v_bench_measures_the_engine(server):

@@ -203,3 +203,78 @@ def test_serve_naive_cli(tiny_model_dir, home):
     r = subprocess.run([sys.executable, "-m", "zero2vllm", "serve", "naive", "--model", str(home)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "no config.json" in r.stderr
+
+
+def raw_exchange(port, data: bytes, hang_up=False) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(data)
+        if hang_up:
+            return b""
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def http_post(body: bytes, headers: str = "Content-Type: application/json\r\n", host="127.0.0.1") -> bytes:
+    return (f"POST /generate HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode() + body
+
+
+def test_hostile_input_guards_and_cancel_on_disconnect(tiny_model_dir):
+    """Issue 16: no 5xx from client input, no cross-site drive, no generating for clients that left."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see tests/test_fuzz_servers.py: spinning OpenMP workers starve the client
+    from zero2vllm.models import load_model
+    from zero2vllm.instruments.naive import NaiveServer, ServerThread, create_app
+
+    model, tok, _ = load_model(str(tiny_model_dir))
+    server = NaiveServer(model, tok, name="tiny", max_model_len=256, max_new_tokens_limit=200)
+    try:
+        with ServerThread(create_app(server, api_key="sekret"), timeout=1.0) as st:
+            key = "Authorization: Bearer sekret\r\nContent-Type: application/json\r\n"
+            ok = json.dumps({"prompt": "hi", "max_new_tokens": 2}).encode()
+            cases = [
+                (http_post(b"[" * 20000 + b"]" * 20000, key), b"400", b"nested too deeply"),
+                (http_post(json.dumps({"prompt": "a\ud800b"}).encode(), key), b"400", b"lone surrogate"),
+                (http_post(b'{"prompt": "hi", "temperature": NaN}', key), b"400", b"not valid JSON"),
+                (http_post(ok, "Content-Type: text/plain\r\nAuthorization: Bearer sekret\r\n"), b"415", b"json"),
+                (http_post(ok, key, host="evil.example"), b"400", b"Host"),
+                (http_post(ok), b"401", b"API key"),
+                (http_post(ok, key).replace(f"Content-Length: {len(ok)}".encode(), b"Content-Length: abc"),
+                 b"400", b"error"),
+                (http_post(ok, key + f"X-Big: {'a' * (70 << 10)}\r\n"), b"431", b""),
+                (b"GARBAGE\r\n\r\n", b"400", b""),
+                (http_post(json.dumps({"prompt": "hi", "temperature": 1e-10, "max_new_tokens": 2}).encode(), key),
+                 b"200", b"completion_tokens"),  # clamped to 0.01 as vLLM does, not an overflow
+            ]
+            for data, status, words in cases:
+                answer = raw_exchange(st.port, data)
+                assert answer.split(b" ", 2)[1] == status and words in answer, (data[:80], answer[:300])
+            # a client that hangs up: its generation stops at the next token
+            long = json.dumps({"prompt": "go", "max_new_tokens": 200, "ignore_eos": True}).encode()
+            started = time.perf_counter()
+            raw_exchange(st.port, http_post(long, key), hang_up=True)
+            time.sleep(0.2)
+            while server.lock.locked() and time.perf_counter() - started < 30:
+                time.sleep(0.02)
+            stopped_after = time.perf_counter() - started
+            full = time.perf_counter()
+            assert raw_exchange(st.port, http_post(long, key)).split(b" ", 2)[1] == b"200"
+            full = time.perf_counter() - full
+            assert stopped_after < full, (stopped_after, full)  # gave up before a whole generation's time
+            # idle and half-sent connections are closed by the server
+            import socket
+
+            socks = [socket.create_connection(("127.0.0.1", st.port), timeout=10) for _ in range(4)]
+            socks[0].sendall(b"POST /generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n{")
+            for s in socks:
+                while s.recv(65536):
+                    pass
+                s.close()
+    finally:
+        torch.set_num_threads(threads)

@@ -35,8 +35,9 @@ def serve() -> None:
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="torch CPU threads (default: measured for this machine, and printed).")
 @click.option("--access-log", is_flag=True, help="Print one line per request.")
+@click.option("--api-key", default=None, help="Require Authorization: Bearer KEY on /generate (as vLLM).")
 def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_tokens_limit, threads,
-                access_log):
+                access_log, api_key):
     """The naive API: Flask + transformers.generate, one request at a time.
 
     POST /generate {"prompt": "...", "max_new_tokens": 64, "temperature": 0}, GET /health,
@@ -59,7 +60,7 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
                              max_new_tokens_limit=max_new_tokens_limit)
     except ModelError as exc:
         raise Z2VError(str(exc)) from None
-    app = create_app(server)
+    app = create_app(server, api_key=api_key)
     from zero2vllm.instruments.naive import make_http_server
 
     try:

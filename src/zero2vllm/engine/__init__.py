@@ -2,7 +2,9 @@
 
 Read it in this order (docs/engine-walkthrough.md follows one request through it):
 sequence.py -> block_manager.py -> scheduler.py -> attention.py -> model.py -> model_runner.py
--> llm_engine.py -> server.py (then the decode kernels: triton_attention.py, cpu_attention.py).
+-> llm_engine.py -> engine_thread.py -> openai_protocol.py -> api_server.py (its HTTP framing:
+serving/http_server.py)
+(then the decode kernels: triton_attention.py, cpu_attention.py).
 """
 
 import os

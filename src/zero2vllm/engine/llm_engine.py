@@ -4,6 +4,9 @@
 runner computes, the scheduler advances the sequences, finished ones leave. Everything else
 here is bookkeeping that a server or a benchmark wants: tokenizing, counters, and the KV
 utilisation numbers (tokens stored / slots allocated, against a contiguous allocator).
+
+This class is the engine's one door: the server and the trace call `make_sequence`/`add`,
+`abort`/`abort_all`, `step` and `metrics()`, never the scheduler or the block manager.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from .block_manager import BlockManager
 from .config import EngineConfig
 from .model_runner import ModelRunner
 from .scheduler import ScheduledBatch, Scheduler
-from .sequence import SamplingParams, Sequence
+from .sequence import BadParam, SamplingParams, Sequence
 
 
 @dataclass
@@ -62,8 +65,12 @@ class LLMEngine:
                     request_id: str | None = None) -> Sequence:
         """Queue a request; raises ValueError (with the fix) when it can never run."""
         seq = self.make_sequence(prompt, params, request_id)
-        self.scheduler.add(seq)
+        self.add(seq)
         return seq
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a sequence from `make_sequence` (which a server runs in another thread)."""
+        self.scheduler.add(seq)
 
     def make_sequence(self, prompt: str | list[int], params: SamplingParams | None = None,
                       request_id: str | None = None) -> Sequence:
@@ -77,15 +84,32 @@ class LLMEngine:
             token_ids = list(prompt)
         vocab = self.config.model_config.vocab_size
         if not token_ids or not all(isinstance(t, int) and 0 <= t < vocab for t in token_ids):
-            raise ValueError(f"the prompt must be non-empty, with token ids in [0, {vocab})")
+            raise BadParam("prompt", f"the prompt must be non-empty, with token ids in [0, {vocab})")
+        params.check(vocab)
         limit = self.config.max_model_len
         if len(token_ids) + params.max_tokens > limit:
-            raise ValueError(f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
-                             f"the engine's max_model_len of {limit}; shorten one of them")
+            raise BadParam("max_tokens", f"prompt ({len(token_ids)} tokens) + max_tokens ({params.max_tokens}) "
+                           f"exceeds the engine's max_model_len of {limit}; shorten one of them")
         return Sequence(token_ids, params, request_id)
 
     def abort(self, seq: Sequence) -> None:
         self.scheduler.abort(seq)
+
+    def abort_all(self) -> list[Sequence]:
+        """Drop every queued and running sequence (a step failed outside any one sequence)."""
+        seqs = [*self.scheduler.running, *self.scheduler.waiting]
+        for seq in seqs:
+            self.scheduler.abort(seq)
+        return seqs
+
+    def metrics(self) -> dict:
+        """The numbers a server's /metrics and a trace show, read in one place."""
+        bm, sched = self.block_manager, self.scheduler
+        return {"running": len(sched.running), "waiting_ids": [s.seq_id for s in sched.waiting],
+                "num_blocks": bm.num_blocks, "free_blocks": bm.num_free_blocks, "block_size": bm.block_size,
+                "hashed_blocks": [b.block_id for b in bm.blocks if b.hash is not None],
+                "preemptions": sched.num_preemptions, "prefix_queries": bm.prefix_queries,
+                "prefix_hits": bm.prefix_hits, "stats": self.stats}
 
     def has_work(self) -> bool:
         return self.scheduler.has_work()
@@ -99,10 +123,27 @@ class LLMEngine:
             if self.scheduler.waiting and not self.scheduler.running:
                 raise RuntimeError("the KV pool cannot hold the next request; raise num_kv_blocks")
             return []
-        sampled = self.runner.run(batch, self.eos_token_ids)
+        try:
+            sampled, failed = self.runner.run(batch, self.eos_token_ids), []
+        except Exception:  # noqa: BLE001 - find who failed; the rest of the batch goes on
+            sampled, failed = self._run_one_by_one(batch)
         finished = self.scheduler.postprocess(batch, sampled, self.eos_token_ids)
         self._count(batch, sampled, finished, time.perf_counter() - started)
-        return [seq for seq, _ in batch.items if seq.seq_id in sampled]
+        return [seq for seq, _ in batch.items if seq.seq_id in sampled] + failed
+
+    def _run_one_by_one(self, batch: ScheduledBatch) -> tuple[dict, list[Sequence]]:
+        """Rerun a failed step one sequence at a time; drop (finish_reason "error") those that fail alone."""
+        sampled, kept, failed = {}, [], []
+        for seq, n in batch.items:
+            try:
+                sampled.update(self.runner.run(ScheduledBatch([(seq, n)]), self.eos_token_ids))
+                kept.append((seq, n))
+            except Exception as exc:  # noqa: BLE001
+                self.scheduler.abort(seq)
+                seq.finish_reason, seq.error = "error", f"{type(exc).__name__}: {exc}"
+                failed.append(seq)
+        batch.items = kept
+        return sampled, failed
 
     def _count(self, batch: ScheduledBatch, sampled: dict, finished: list, seconds: float) -> None:
         s = self.stats

@@ -10,9 +10,18 @@ chunk of a long one, or the one newest token of a decoding sequence. There is no
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from dataclasses import dataclass
 from enum import Enum, auto
+
+
+class BadParam(ValueError):
+    """A request the engine can never run; `param` names the field (the server's 400 says it)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass
@@ -26,12 +35,19 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError("temperature must be >= 0")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise BadParam("temperature", "temperature must be a finite number >= 0")
+        if 0 < self.temperature < 1e-2:  # as vLLM: a tinier T overflows softmax(logits / T)
+            self.temperature = 1e-2
         if self.max_tokens < 1:
-            raise ValueError("max_tokens must be >= 1")
+            raise BadParam("max_tokens", "max_tokens must be >= 1")
         if not 0 <= self.min_tokens <= self.max_tokens:
-            raise ValueError("min_tokens must be between 0 and max_tokens")
+            raise BadParam("min_tokens", "min_tokens must be between 0 and max_tokens")
+
+    def check(self, vocab_size: int) -> None:
+        """The checks that need the model: every token id it names must exist."""
+        if any(not 0 <= t < vocab_size for t in self.stop_token_ids):
+            raise BadParam("stop_token_ids", f"stop_token_ids must be token ids in [0, {vocab_size})")
 
 
 class Status(Enum):
@@ -55,7 +71,8 @@ class Sequence:
         self.block_table: list[int] = []  # physical KV block ids, in order
         self.params = params
         self.status = Status.WAITING
-        self.finish_reason: str | None = None  # "stop" (EOS / stop token) or "length"
+        self.finish_reason: str | None = None  # "stop" (EOS / stop token), "length", "abort" or "error"
+        self.error: str | None = None          # why a step failed for this sequence alone
         self.arrival_time = time.perf_counter()
         self.num_preemptions = 0
 

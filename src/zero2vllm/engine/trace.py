@@ -31,12 +31,14 @@ def pool_map(engine: LLMEngine, seqs) -> str:
             owners.setdefault(block_id, set()).add(seq.seq_id)
     index = {seq.seq_id: i for i, seq in enumerate(seqs)}
     chars = []
-    for block in engine.block_manager.blocks:
-        held = owners.get(block.block_id)
+    m = engine.metrics()
+    cached = set(m["hashed_blocks"])
+    for block_id in range(m["num_blocks"]):
+        held = owners.get(block_id)
         if held:
             chars.append("*" if len(held) > 1 else _NAMES[index[next(iter(held))] % len(_NAMES)])
         else:
-            chars.append("~" if block.hash is not None else ".")
+            chars.append("~" if block_id in cached else ".")
     return "".join(chars)
 
 
@@ -47,9 +49,9 @@ def trace(engine: LLMEngine, prompts: list, params: SamplingParams, max_steps: i
     decode = (lambda ids: engine.tokenizer.decode(ids)) if engine.tokenizer else (lambda ids: str(ids))
     steps = []
     while engine.has_work() and len(steps) < max_steps:
-        free_before = engine.block_manager.num_free_blocks
-        hits_before = engine.block_manager.prefix_hits
+        before = engine.metrics()
         updated = engine.step()
+        after = engine.metrics()
         batch = engine.last_batch
         sampled = {s.seq_id: s.last_token for s in updated}
         work = []
@@ -66,13 +68,13 @@ def trace(engine: LLMEngine, prompts: list, params: SamplingParams, max_steps: i
                          "finished": seq.finish_reason})
         steps.append({"step": len(steps) + 1, "tokens": batch.num_tokens, "work": work,
                       "preempted": [number[s.seq_id] for s in batch.preempted],
-                      "waiting": [number[s.seq_id] for s in engine.scheduler.waiting],
-                      "blocks_free": engine.block_manager.num_free_blocks, "blocks_free_before": free_before,
-                      "prefix_hit_tokens": engine.block_manager.prefix_hits - hits_before,
+                      "waiting": [number[i] for i in after["waiting_ids"]],
+                      "blocks_free": after["free_blocks"], "blocks_free_before": before["free_blocks"],
+                      "prefix_hit_tokens": after["prefix_hits"] - before["prefix_hits"],
                       "pool": pool_map(engine, seqs)})
     requests = [{"seq": i, "prompt_tokens": s.num_prompt_tokens, "completion": decode(s.completion_token_ids),
                  "finish_reason": s.finish_reason, "preemptions": s.num_preemptions} for i, s in enumerate(seqs)]
-    return {"block_size": engine.config.block_size, "num_blocks": engine.block_manager.num_blocks,
+    return {"block_size": engine.config.block_size, "num_blocks": engine.metrics()["num_blocks"],
             "budget_tokens": engine.config.max_num_batched_tokens, "requests": requests, "steps": steps}
 
 

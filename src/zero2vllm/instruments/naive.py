@@ -14,22 +14,33 @@ Endpoints
                   -> 200 {"text", "token_ids"?, "model", "prompt_tokens", "completion_tokens",
                           "finish_reason", "timings": {"queue_ms", "generate_ms", "total_ms",
                           "tokens_per_s"}}
-                  -> 400 {"error": "..."} for any bad request (never a crash, never a hang)
+                  -> 4xx {"error": "..."} for any bad request (never a crash, never a hang)
   GET  /health    {"status": "ok", "model", "device", "max_model_len", "max_new_tokens_limit"}
   GET  /metrics   Prometheus text: requests, latency histograms, tokens, process memory.
+
+Hardened like the engine's server: bodies must be application/json (a web page cannot send
+that without asking), the Host must be a loopback name when bound to loopback, `api_key`
+requires `Authorization: Bearer`, idle and half-sent connections time out, connection threads
+are bounded, and a client that hangs up stops its generation.
 """
 
 from __future__ import annotations
 
+import hmac
+import json
 import math
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from zero2vllm.instruments.metrics import Metrics
+from zero2vllm.instruments.wsgi_server import ServerThread, make_http_server  # noqa: F401 (callers import them here)
 
 MAX_BODY_BYTES = 1 << 20  # a 1 MiB JSON body is far more than any prompt we accept
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
 class BadRequest(Exception):
@@ -98,6 +109,10 @@ class NaiveServer:
                 raise BadRequest(f"'prompt' must be a string, got {type(prompt).__name__}")
             if not prompt.strip():
                 raise BadRequest("'prompt' is empty")
+            try:
+                prompt.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest("'prompt' is not valid Unicode (it holds a lone surrogate)") from None
             if self.tokenizer is None:
                 raise BadRequest("this model has no tokenizer: send prompt_token_ids instead of prompt")
             if len(prompt) > 16 * self.max_model_len:  # cheap guard before tokenizing a huge string
@@ -140,6 +155,8 @@ class NaiveServer:
         temperature = body.get("temperature", 0.0)
         if not _is_number(temperature) or not 0 <= temperature <= 10:
             raise BadRequest("'temperature' must be a number from 0 (greedy) to 10")
+        if 0 < temperature < 1e-2:  # as vLLM: a tinier T overflows softmax(logits / T)
+            temperature = 1e-2
         top_p = body.get("top_p", 1.0)
         if not _is_number(top_p) or not 0 < top_p <= 1:
             raise BadRequest("'top_p' must be a number in (0, 1]")
@@ -156,7 +173,8 @@ class NaiveServer:
                               ignore_eos, return_ids=has_ids or self.tokenizer is None)
 
     # -- generation ---------------------------------------------------------------------------
-    def generate(self, p: GenerateParams, arrived: float) -> dict:
+    def generate(self, p: GenerateParams, arrived: float, client=None) -> dict:
+        """Generate for P; stops early (finish_reason "abort") once socket CLIENT has hung up."""
         torch = self.torch
         ids = torch.tensor([p.prompt_ids], device=self.device)
         kwargs: dict[str, Any] = dict(
@@ -169,14 +187,21 @@ class NaiveServer:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if p.ignore_eos:
             kwargs["min_new_tokens"] = p.max_new_tokens
+        if client is not None:
+            from transformers import StoppingCriteriaList
+
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_ClientGone(client, torch)])
         with self.lock:  # the naive part: one request at a time
             started = time.perf_counter()
             self.metrics.add("requests_running", 1)
             try:
                 if p.seed is not None:
                     torch.manual_seed(p.seed)
-                with torch.inference_mode():
-                    out = self.model.generate(ids, **kwargs)
+                if client is not None and client_gone(client):  # left while waiting for the lock
+                    out = ids
+                else:
+                    with torch.inference_mode():
+                        out = self.model.generate(ids, **kwargs)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
             finally:
@@ -186,12 +211,13 @@ class NaiveServer:
         eos = self.eos_token_id
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos]) if eos is not None else set()
         stopped = bool(new) and new[-1] in eos_ids and len(new) < p.max_new_tokens
+        gone = client is not None and len(new) < p.max_new_tokens and not stopped and client_gone(client)
         gen_s = finished - started
         result = {
             "model": self.name,
             "prompt_tokens": len(p.prompt_ids),
             "completion_tokens": len(new),
-            "finish_reason": "stop" if stopped else "length",
+            "finish_reason": "abort" if gone else "stop" if stopped else "length",
             "timings": {
                 "queue_ms": round((started - arrived) * 1e3, 3),
                 "generate_ms": round(gen_s * 1e3, 3),
@@ -211,7 +237,31 @@ class NaiveServer:
         return result
 
 
-def create_app(server: NaiveServer):
+def client_gone(sock) -> bool:
+    """Has the client closed its end? (Readable with nothing to read means EOF.)"""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
+class _ClientGone:
+    """A transformers stopping criterion: stop generating for a client that has gone."""
+
+    def __init__(self, sock, torch):
+        self.sock, self.torch = sock, torch
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return self.torch.full((input_ids.shape[0],), client_gone(self.sock), dtype=self.torch.bool,
+                               device=input_ids.device)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def create_app(server: NaiveServer, api_key: str | None = None):
     """The Flask app around a NaiveServer. Every error is JSON; nothing a client sends crashes it."""
     from flask import Flask, Response, jsonify, request
     from werkzeug.exceptions import HTTPException
@@ -227,24 +277,49 @@ def create_app(server: NaiveServer):
         resp.status_code = code
         return resp
 
+    @app.before_request
+    def refuse_cross_site():  # a web page the learner opens must not be able to drive the model
+        name = request.host.lower()
+        name = name[:name.find("]") + 1] if name.startswith("[") else name.rsplit(":", 1)[0]
+        if request.environ.get("SERVER_NAME", "") in LOOPBACK + ("127.0.0.1",) and name not in LOOPBACK:
+            return error(400, "the Host header must name this machine (localhost or 127.0.0.1)")
+        auth = request.headers.get("Authorization", "").encode("latin-1", "replace")
+        if api_key and request.path == "/generate" and not hmac.compare_digest(auth, f"Bearer {api_key}".encode()):
+            return error(401, "a valid API key is required: Authorization: Bearer KEY")
+        if request.method == "POST" and (request.content_length or 0) > MAX_BODY_BYTES:
+            return error(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        if request.method == "POST" and request.mimetype != "application/json":
+            return error(415, "send the body as Content-Type: application/json")
+
+    def read_json():
+        try:
+            raw = request.get_data(cache=False)
+        except OSError:  # the body did not arrive in time
+            return None, "the body did not arrive in full"
+        try:
+            return json.loads(raw, parse_constant=_no_constant), None
+        except RecursionError:
+            return None, "the JSON body is nested too deeply"
+        except ValueError:
+            return None, "the body is not valid JSON; send {\"prompt\": \"...\"}"
+
     @app.post("/generate")
     def generate():
         arrived = time.perf_counter()
         m.add("requests_in_flight", 1)
         code = 500
         try:
-            body = request.get_json(force=True, silent=True)
-            if body is None:
+            body, problem = read_json()
+            if problem:
                 code = 400
-                return error(400, "the body is not valid JSON; send {\"prompt\": \"...\"} with "
-                                  "Content-Type: application/json")
+                return error(400, problem)
             try:
                 params = server.parse(body)
             except BadRequest as exc:
                 code = 400
                 return error(400, str(exc))
             try:
-                result = server.generate(params, arrived)
+                result = server.generate(params, arrived, request.environ.get("werkzeug.socket"))
             except Exception as exc:  # an OOM or a model error is the server's fault: 500, keep serving
                 code = 500
                 return error(500, f"generation failed: {type(exc).__name__}: {exc}")
@@ -296,46 +371,3 @@ def load_server(model_spec: str = "smollm2", *, device: str = "cpu", dtype: str 
     return NaiveServer(model, tokenizer, name=name, max_model_len=max_model_len,
                        max_new_tokens_limit=max_new_tokens_limit)
 
-
-def make_http_server(app, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False):
-    """A threaded werkzeug server for `app` (one thread per connection; the lock serialises).
-
-    HTTP/1.1 keep-alive, and no per-request log line unless asked: a benchmark sends thousands.
-    """
-    from werkzeug.serving import WSGIRequestHandler, make_server
-
-    class Handler(WSGIRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_request(self, *args, **kwargs):
-            if access_log:
-                super().log_request(*args, **kwargs)
-
-    return make_server(host, port, app, threaded=True, request_handler=Handler)
-
-
-class ServerThread:
-    """Run a WSGI app on a werkzeug threaded server in a background thread (tests, benchmarks).
-
-    port=0 picks a free port; `.url` tells which. `stop()` shuts it down cleanly.
-    """
-
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
-        self.server = make_http_server(app, host, port)
-        self.host, self.port = host, self.server.server_port
-        self.url = f"http://{host}:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> "ServerThread":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
