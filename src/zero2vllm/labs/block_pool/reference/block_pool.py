@@ -175,7 +175,9 @@ class KVCacheManager:
 
     def block_hashes(self, request) -> list:
         """The hashes of the request's full blocks, extended as it grows (vLLM: request.block_hashes)."""
-        hashes = self.req_to_block_hashes.setdefault(request.request_id, [])
+        # kept only while the request holds blocks: a new request may reuse an old id
+        known = request.request_id in self.req_to_blocks
+        hashes = self.req_to_block_hashes.setdefault(request.request_id, []) if known else []
         tokens, bs = request.all_token_ids, self.block_size
         while (len(hashes) + 1) * bs <= len(tokens):
             i = len(hashes)
