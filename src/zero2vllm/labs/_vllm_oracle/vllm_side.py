@@ -114,7 +114,8 @@ def replay_scheduler(trace, torch):
                          max_num_batched_tokens=trace["max_num_batched_tokens"],
                          max_model_len=trace["max_model_len"], enable_chunked_prefill=True,
                          is_encoder_decoder=False)
-    mc = ModelConfig(model=MODEL_DIR, dtype="float32", seed=0, max_model_len=trace["max_model_len"])
+    mc = ModelConfig(model=model_dir(), dtype="float32", seed=0, max_model_len=trace["max_model_len"],
+                     skip_tokenizer_init=True)
     cc = CacheConfig(block_size=bs, cache_dtype="auto", enable_prefix_caching=True)
     cc.num_gpu_blocks = n + 1
     vc = VllmConfig(scheduler_config=sc, model_config=mc, cache_config=cc)
@@ -149,11 +150,26 @@ def replay_scheduler(trace, torch):
     return out
 
 
-MODEL_DIR = ""
+_MODEL_DIR = []
+# ModelConfig reads a config.json; the scheduler never runs the model, so a tiny Llama's will do
+TINY_LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+              "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "num_hidden_layers": 2, "vocab_size": 128, "max_position_embeddings": 4096,
+              "rms_norm_eps": 1e-5, "torch_dtype": "float32"}
+
+
+def model_dir():
+    if not _MODEL_DIR:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="z2v-oracle-model-")
+        with open(f"{folder}/config.json", "w") as f:
+            json.dump(TINY_LLAMA, f)
+        _MODEL_DIR.append(folder)
+    return _MODEL_DIR[0]
 
 
 def main():
-    global MODEL_DIR
     import logging
     import os
 
@@ -162,7 +178,6 @@ def main():
     import torch
 
     req = json.load(sys.stdin)
-    MODEL_DIR = req.get("model_dir", "")
     replay = {"block-pool": replay_block_pool, "scheduler": replay_scheduler}[req["kind"]]
     results = [replay(t, torch) for t in req["traces"]]
     json.dump({"vllm": _version(), "results": results}, sys.stdout)
