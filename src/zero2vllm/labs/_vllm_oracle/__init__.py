@@ -53,6 +53,7 @@ def replay(kind: str, traces: list[dict], timeout: float = 120.0) -> dict:
         raise OracleError("no vLLM venv with vLLM " + PINNED)
     payload = json.dumps({"kind": kind, "traces": traces})
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",  # no network: nothing is downloaded
            "OMP_NUM_THREADS": "1", "VLLM_TARGET_DEVICE": "cpu"}
     env.pop("PYTHONPATH", None)  # zero2vllm's own packages must not shadow vLLM's
     try:

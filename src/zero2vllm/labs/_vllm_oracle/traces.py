@@ -61,11 +61,12 @@ def scheduler_trace(seed: int) -> dict:
         requests.append({"id": str(i), "prompt": prompt, "max_tokens": rng.randint(1, 3 * bs),
                          "arrival_step": rng.choice([0, 0, 0, rng.randint(1, 12)])})
     longest = max(len(r["prompt"]) + r["max_tokens"] for r in requests)
+    budget = rng.choice([bs, 2 * bs, 3 * bs + 1, 64, 128])
     return {
         "seed": seed, "block_size": bs,
         # a small pool, often too small for everyone at once: preemption happens
         "num_blocks": rng.randint(-(-longest // bs) + 1, -(-longest // bs) + 8),
-        "max_num_seqs": rng.randint(1, 5),
-        "max_num_batched_tokens": rng.choice([bs, 2 * bs, 3 * bs + 1, 64, 128]),
+        "max_num_seqs": min(rng.randint(1, 5), budget),  # vLLM wants budget >= max_num_seqs
+        "max_num_batched_tokens": budget,
         "max_model_len": max_len, "token": 7, "max_steps": 400, "requests": requests,
     }

@@ -200,16 +200,26 @@ class KVCacheManager:
         return hits, len(hits) * self.block_size
 
     def allocate_slots(self, request, num_new_tokens: int, num_new_computed_tokens: int = 0,
-                       new_computed_blocks: list[KVCacheBlock] = ()) -> list[KVCacheBlock] | None:
-        """Room for `num_new_tokens` more tokens after the computed ones; None if the pool is short."""
+                       new_computed_blocks: list[KVCacheBlock] = (),
+                       full_sequence_must_fit: bool = False) -> list[KVCacheBlock] | None:
+        """Room for `num_new_tokens` more tokens after the computed ones; None if the pool is short.
+
+        `full_sequence_must_fit` (the scheduler's admission test): refuse unless the whole request,
+        not just this chunk, would fit now.
+        """
         rid = request.request_id
         req_blocks = self.req_to_blocks.setdefault(rid, [])
         num_computed = request.num_computed_tokens + num_new_computed_tokens
-        num_new_blocks = max(cdiv(num_computed + num_new_tokens, self.block_size)
-                             - len(req_blocks) - len(new_computed_blocks), 0)
         # a hit on a free block takes it off the free queue too
         reviving = sum(1 for b in new_computed_blocks if b.ref_cnt == 0)
-        if num_new_blocks + reviving > self.block_pool.get_num_free_blocks():
+        free = self.block_pool.get_num_free_blocks()
+        if full_sequence_must_fit:
+            whole = max(cdiv(request.num_tokens, self.block_size) - len(req_blocks) - len(new_computed_blocks), 0)
+            if whole + reviving > free:
+                return None
+        num_new_blocks = max(cdiv(num_computed + num_new_tokens, self.block_size)
+                             - len(req_blocks) - len(new_computed_blocks), 0)
+        if num_new_blocks + reviving > free:
             return None
         if new_computed_blocks:
             self.block_pool.touch(new_computed_blocks)
