@@ -45,8 +45,11 @@ def make_scheduler(module, trace: dict, kv=None):
                             max_model_len=trace["max_model_len"]), kv
 
 
-def replay(module, trace: dict, on_step=None) -> list[dict]:
+def replay(module, trace: dict, watch=None) -> list[dict]:
+    """`watch` (optional) has start(sched, kv), before(step, requests) and after(step, requests, output, result)."""
     sched, kv = make_scheduler(module, trace)
+    if watch:
+        watch.start(sched, kv)
     arrivals: dict[int, list] = {}
     for r in trace["requests"]:
         arrivals.setdefault(r["arrival_step"], []).append(r)
@@ -59,6 +62,8 @@ def replay(module, trace: dict, on_step=None) -> list[dict]:
         unfinished = [r for r in requests.values() if r.status != "FINISHED"]
         if not unfinished and step > last_arrival:
             break
+        if watch:
+            watch.before(step, requests)
         so = sched.schedule()
         sampled = {rid: [trace["token"]] for rid in so.num_scheduled_tokens
                    if requests[rid].num_computed_tokens >= requests[rid].num_tokens}
@@ -67,8 +72,8 @@ def replay(module, trace: dict, on_step=None) -> list[dict]:
                "finished": sorted(str(r.request_id) for r in finished),
                "free": kv.block_pool.get_num_free_blocks()}
         out.append(res)
-        if on_step:
-            on_step(step, sched, kv, requests, so, res)
+        if watch:
+            watch.after(step, requests, so, res)
     return out
 
 
