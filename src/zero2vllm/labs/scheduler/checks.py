@@ -92,11 +92,6 @@ class Budgets(Watch):
                           "num_new_tokens = num_tokens - num_computed_tokens, capped by the budget")
             if requests[rid].num_computed_tokens > requests[rid].num_tokens:
                 self.fail(step, f"request {rid} has more computed tokens than tokens")
-        if total < t["max_num_batched_tokens"] and not res["preempted"]:
-            for rid in self.running:
-                if rid not in sched and self.left.get(rid, 0) > 0:
-                    self.fail(step, f"running request {rid} ({self.left[rid]} uncomputed tokens) was left out "
-                                    f"with budget to spare", "schedule every running request that has tokens left")
 
 
 @criterion("token budget and max_num_seqs")
@@ -109,6 +104,11 @@ def budgets(ctx):
 class RunningFirst(Watch):
     def after(self, step, requests, out, res):
         sched = res["scheduled"]
+        if sum(sched.values()) < self.trace["max_num_batched_tokens"] and not res["preempted"]:
+            for rid in self.running:
+                if rid not in sched and self.left.get(rid, 0) > 0:
+                    self.fail(step, f"running request {rid} ({self.left[rid]} uncomputed tokens) was left out "
+                                    f"with budget to spare", "schedule every running request that has tokens left")
         admitted = [rid for rid in sched if rid not in self.running]
         if not admitted:
             return
