@@ -52,34 +52,39 @@ def generate(engine, rounds: int = 2, max_tokens: int = 12) -> list[list[int]]:
 
 
 def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path, echo) -> dict:
-    from zero2vllm.engine import EngineConfig, LLMEngine
     from zero2vllm.labs.block_pool.engine_adapter import learner_block_manager
-    from zero2vllm.models import ensure_model_dir
 
     module, who = load_learner(code, "block_pool.py", "z2v_learner_block_pool")
+    return run_in_engine(dict(block_manager_factory=learner_block_manager(module)), who, "pool", device, echo)
+
+
+def run_in_engine(factories: dict, who: str, piece: str, device: str, echo) -> dict:
+    """Generate with our engine, then with the learner's piece in it; pass if the tokens agree."""
+    from zero2vllm.engine import EngineConfig, LLMEngine
+    from zero2vllm.models import ensure_model_dir
+
     started = time.perf_counter()
     folder = ensure_model_dir("smollm2")
     cfg = lambda: EngineConfig(model=str(folder), device=device, num_threads=2, **POOL)  # noqa: E731
     echo(f"zero2vllm's engine, SmolLM2, {POOL['num_kv_blocks']} blocks of 16, "
-         f"{POOL['max_num_batched_tokens']}-token steps: first with our block manager, then {who}")
+         f"{POOL['max_num_batched_tokens']}-token steps: first as it is, then with {who}")
     ours = LLMEngine(cfg())
     want = generate(ours)
     try:
-        engine = LLMEngine(cfg(), tokenizer=ours.tokenizer, block_manager_factory=learner_block_manager(module))
+        engine = LLMEngine(cfg(), tokenizer=ours.tokenizer, **factories)
         got = generate(engine)
     except Exception as exc:
-        raise RunError(f"your block pool raised {type(exc).__name__}: {exc}") from None
+        raise RunError(f"your {piece} raised {type(exc).__name__}: {exc}") from None
     same = got == want
     bm = engine.block_manager
     metrics = {"same_tokens": same, "steps": engine.stats.steps, "preemptions": engine.scheduler.num_preemptions,
-               "prefix_hit_tokens": bm.prefix_hits, "prefix_query_tokens": bm.prefix_queries,
+               "preemptions_ours": ours.scheduler.num_preemptions, "steps_ours": ours.stats.steps,
                "free_blocks_after": bm.num_free_blocks, "num_blocks": bm.num_blocks}
     for i, (g, w) in enumerate(zip(got[0], want[0])):
         echo(f"  prompt {i}: {'same' if g == w else 'DIFFERENT'} ({len(g)} tokens)"
              + ("" if g == w else f"  ours {w} yours {g}"))
-    echo(f"{engine.stats.steps} steps, {metrics['preemptions']} preemptions, "
-         f"{bm.prefix_hits} of {bm.prefix_queries} prompt tokens from the prefix cache; "
-         f"{bm.num_free_blocks}/{bm.num_blocks} blocks free at the end")
-    echo("PASS: your pool gives the engine's tokens" if same else "FAIL: different tokens with your pool")
+    echo(f"{engine.stats.steps} steps ({ours.stats.steps} with ours), {metrics['preemptions']} preemptions "
+         f"({metrics['preemptions_ours']} with ours); {bm.num_free_blocks}/{bm.num_blocks} blocks free at the end")
+    echo(f"PASS: your {piece} gives the engine's tokens" if same else f"FAIL: different tokens with your {piece}")
     return {"passed": same and bm.num_free_blocks == bm.num_blocks, "metrics": metrics, "artifacts": [],
             "duration_s": time.perf_counter() - started}
