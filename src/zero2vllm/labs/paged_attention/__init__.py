@@ -1,0 +1,16 @@
+"""Week 3 lab: decode attention over a paged K/V pool and block tables, with grouped-query heads."""
+
+from zero2vllm.labs import Lab
+
+_PLAN = {"plan_item": "w3.problem-statement-pagedattention"} if "plan_item" in Lab.__dataclass_fields__ else {}
+
+LAB = Lab(
+    id="paged-attention",
+    title="PagedAttention: decode attention through block tables",
+    week=3,
+    keywords=("paged", "attention", "block", "kv"),
+    summary="attention over a paged K/V pool with GQA: equal to dense attention, never a dense copy of the cache",
+    entry="paged_attention.py",
+    **_PLAN,
+    time_limit_s=120.0,
+)
