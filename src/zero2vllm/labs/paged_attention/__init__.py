@@ -2,7 +2,7 @@
 
 from zero2vllm.labs import Lab
 
-_PLAN = {"plan_item": "w3.problem-statement-pagedattention"} if "plan_item" in Lab.__dataclass_fields__ else {}
+_PLAN = {"plan_item": "w3.pagedattention-decode-through"} if "plan_item" in Lab.__dataclass_fields__ else {}
 
 LAB = Lab(
     id="paged-attention",

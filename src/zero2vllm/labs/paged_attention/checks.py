@@ -68,6 +68,19 @@ def dense(case, dense_k, dense_v, head_map=None, lens=None):
     return out
 
 
+def through_table(case, lens):
+    """K/V of the first lens[i] slots of each table (may run past a sequence): to name an off-by-one."""
+    import torch
+
+    bs = case["key_cache"].shape[1]
+    ks, vs = [], []
+    for i, n in enumerate(lens):
+        blocks = case["block_table"][i, : math.ceil(n / bs)].long()
+        ks.append(torch.cat([case["key_cache"][b] for b in blocks])[:n])
+        vs.append(torch.cat([case["value_cache"][b] for b in blocks])[:n])
+    return ks, vs
+
+
 def call(ctx, case):
     fn = getattr(ctx.module, "paged_attention_decode", None)
     if fn is None:
@@ -98,8 +111,7 @@ def fp32(ctx):
     if worst(out, dense(case, dk, dv, head_map=lambda h: h % 2)) < 1e-4:
         raise CheckFailed("wrong GQA head mapping: query head h read K/V head h % num_kv_heads",
                           hint="query head h uses K/V head h // (num_heads // num_kv_heads)")
-    if worst(out, dense(case, dk, dv, lens=[n + 1 for n in LENGTHS])) < 1e-4 or \
-            worst(out, dense(case, dk, dv, lens=[max(n - 1, 1) for n in LENGTHS])) < 1e-4:
+    if any(worst(out, dense(case, *through_table(case, [max(n + d, 1) for n in LENGTHS]))) < 1e-4 for d in (1, -1)):
         raise CheckFailed("off by one on the sequence length: the partial last block is read one token "
                           "too far or too short", hint="attend to tokens 0 .. seq_lens[i] - 1 exactly")
     per_len = [worst(out[i:i + 1], dense(case, dk, dv)[i:i + 1]) for i in range(len(LENGTHS))]
@@ -148,7 +160,8 @@ def no_dense_copy(ctx):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     case, dk, dv = make_case(2, spare_blocks=800)
-    limit = case["key_cache"].numel() // 4   # the sequences own well under a tenth of the pool
+    # the sequences own ~4% of the pool: even their K/V repeated for every query head stays under half
+    limit = case["key_cache"].numel() // 2
     seen = []
 
     class Watch(TorchDispatchMode):
