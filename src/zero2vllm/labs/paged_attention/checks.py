@@ -157,19 +157,19 @@ def lengths(ctx):
 @criterion("never a dense copy of the whole cache")
 def no_dense_copy(ctx):
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.overrides import TorchFunctionMode
 
     case, dk, dv = make_case(2, spare_blocks=800)
     # the sequences own ~4% of the pool: even their K/V repeated for every query head stays under half
     limit = case["key_cache"].numel() // 2
     seen = []
 
-    class Watch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+    class Watch(TorchFunctionMode):  # sees every torch function and Tensor method the code calls
+        def __torch_function__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             for t in (out if isinstance(out, (tuple, list)) else (out,)):
                 if isinstance(t, torch.Tensor) and t.numel() >= limit and t.untyped_storage().data_ptr() not in pools:
-                    seen.append((str(func), tuple(t.shape)))
+                    seen.append((getattr(func, "__name__", str(func)), tuple(t.shape)))
             return out
 
     pools = {case["key_cache"].untyped_storage().data_ptr(), case["value_cache"].untyped_storage().data_ptr()}
