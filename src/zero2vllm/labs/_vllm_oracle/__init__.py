@@ -1,8 +1,8 @@
 """Real vLLM as the oracle for the week-3 labs: the same traces replayed on vLLM 0.32's classes.
 
 vLLM lives in its own venv (vllm_env.py), so the replay runs there as a child process
-(`vllm_side.py`), many traces per call, JSON over stdin/stdout; importing vLLM costs ~10 s, the
-replay itself milliseconds per trace. Where that venv is missing, the labs fall back to results
+(`vllm_side.py`), many traces per call, JSON over stdin/stdout: importing vLLM is what takes
+time, not the replay. Where that venv is missing, the labs fall back to results
 recorded from real vLLM and shipped beside each lab (`python -m zero2vllm.labs._vllm_oracle.record`
 makes them), and say so.
 """
