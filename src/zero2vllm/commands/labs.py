@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 
 def _lab_or_error(lab_id: str):
@@ -28,7 +28,7 @@ def _lab_or_error(lab_id: str):
 def _plan_items(store) -> list | None:
     """The imported plan's items, or None when there is no plan (or no tracker yet)."""
     try:
-        from zero2vllm.tracker import load_plan
+        from zero2vllm.tracker.progress import load_plan
     except ImportError:
         return None
     try:

@@ -31,7 +31,7 @@ def live_python() -> Path | None:
     """The vLLM venv's python when a finished install of the pinned vLLM is there, else None."""
     if os.environ.get(ENV_MODE) == "recorded":
         return None
-    from zero2vllm import vllm_env
+    from zero2vllm.realvllm import env as vllm_env
 
     marker = vllm_env.read_marker()
     python = vllm_env.venv_python()

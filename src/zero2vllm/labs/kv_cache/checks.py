@@ -80,7 +80,7 @@ def new_cache(ctx, cfg):
 def cache_tensors(ctx):
     import torch
 
-    from zero2vllm.kvprofile import formula_bytes
+    from zero2vllm.instruments.kvprofile import formula_bytes
 
     model, cfg = build(ctx)
     hs = cfg.n_embd // cfg.n_head

@@ -31,7 +31,7 @@ def find_server(path: Path) -> tuple[str, str]:
             if line and not line.startswith("#"):
                 return line.rstrip("/"), str(url_file)
     try:
-        from zero2vllm.vllm_serve import read_state
+        from zero2vllm.realvllm.serve import read_state
 
         state = read_state()
     except Exception:
@@ -247,7 +247,7 @@ def matches_transformers(ctx):
 @criterion("comparison with your naive API recorded")
 def comparison(ctx):
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     db = os.environ.get("ZERO2VLLM_DB") or db_path()
     store = Store.open(db)
