@@ -42,11 +42,14 @@ class EngineStats:
 
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig, tokenizer=None, load_tokenizer: bool = True):
+    def __init__(self, config: EngineConfig, tokenizer=None, load_tokenizer: bool = True,
+                 block_manager_factory=BlockManager, scheduler_factory=Scheduler):
+        # the factories let a lab put the learner's block pool or scheduler in place of ours
         self.config = config
         self.runner = ModelRunner(config)
-        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
-        self.scheduler = Scheduler(config, self.block_manager)
+        self.block_manager = block_manager_factory(self.runner.num_blocks, config.block_size,
+                                                   config.enable_prefix_caching)
+        self.scheduler = scheduler_factory(config, self.block_manager)
         if self.runner.num_blocks * config.block_size < config.max_model_len:
             config.max_model_len = self.runner.num_blocks * config.block_size  # a lone request must fit
         self.tokenizer = tokenizer

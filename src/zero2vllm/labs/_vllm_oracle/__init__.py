@@ -1,0 +1,85 @@
+"""Real vLLM as the oracle for the week-3 labs: the same traces replayed on vLLM 0.32's classes.
+
+vLLM lives in its own venv (vllm_env.py), so the replay runs there as a child process
+(`vllm_side.py`), many traces per call, JSON over stdin/stdout: importing vLLM is what takes
+time, not the replay. Where that venv is missing, the labs fall back to results
+recorded from real vLLM and shipped beside each lab (`python -m zero2vllm.labs._vllm_oracle.record`
+makes them), and say so.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SIDE = HERE / "vllm_side.py"
+PINNED = "0.32.0"
+# "recorded" forces the shipped results even where vLLM is installed (the tool's own tests)
+ENV_MODE = "Z2V_LAB_ORACLE"
+
+
+class OracleError(Exception):
+    """vLLM could not replay the traces; the message says why."""
+
+
+def live_python() -> Path | None:
+    """The vLLM venv's python when a finished install of the pinned vLLM is there, else None."""
+    if os.environ.get(ENV_MODE) == "recorded":
+        return None
+    from zero2vllm.realvllm import env as vllm_env
+
+    marker = vllm_env.read_marker()
+    python = vllm_env.venv_python()
+    if not marker or marker.get("vllm") != PINNED or not python.exists():
+        return None
+    return python
+
+
+def why_not_live() -> str:
+    if os.environ.get(ENV_MODE) == "recorded":
+        return f"(live run off: {ENV_MODE}=recorded)"
+    return f"(no vLLM {PINNED} venv here: `z2v vllm install` adds a live run with fresh seeds)"
+
+
+def replay(kind: str, traces: list[dict], timeout: float = 120.0) -> dict:
+    """{"vllm": version, "results": [per-trace step results]} from real vLLM, run live."""
+    python = live_python()
+    if python is None:
+        raise OracleError("no vLLM venv with vLLM " + PINNED)
+    payload = json.dumps({"kind": kind, "traces": traces})
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",  # no network: nothing is downloaded
+           "OMP_NUM_THREADS": "1", "VLLM_TARGET_DEVICE": "cpu"}
+    env.pop("PYTHONPATH", None)  # zero2vllm's own packages must not shadow vLLM's
+    try:
+        proc = subprocess.run([str(python), str(SIDE)], input=payload, capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise OracleError(f"vLLM took over {timeout:.0f} s to replay {len(traces)} traces") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise OracleError(f"vLLM's replay failed: {tail}")
+    return json.loads(proc.stdout)
+
+
+def trace_digest(trace: dict) -> str:
+    return hashlib.sha256(json.dumps(trace, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_recorded(path: Path, make_trace) -> tuple[str, list[tuple[dict, list]]]:
+    """(vLLM version, [(trace, vLLM's results)]) from a recording; traces are rebuilt from their
+    seeds and must hash as recorded (else the generator changed and the recording is stale)."""
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    out = []
+    for rec in data["traces"]:
+        trace = make_trace(rec["seed"])
+        if trace_digest(trace) != rec["digest"]:
+            raise OracleError(f"{path.name} is stale (trace generator changed): rerun "
+                              "`python -m zero2vllm.labs._vllm_oracle.record`")
+        out.append((trace, rec["results"]))
+    return data["vllm"], out
