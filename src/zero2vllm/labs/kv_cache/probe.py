@@ -1,0 +1,160 @@
+"""What the kv-cache criteria measure the learner's model with: building it, calling it with and
+without a cache, the greedy sliding window, the bytes a cache really holds, and matmul FLOPs.
+
+Everything here observes behaviour through the lab's interface (KVCache(config), model(idx,
+kv_cache=cache), generate), so any internal design of the cache is judged alike.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from zero2vllm.labs.framework import CheckFailed, criterion
+
+try:  # h1's framework adds warnings ("could not check: ..."); until then they read as failures
+    from zero2vllm.labs.framework import CheckWarning
+except ImportError:  # pragma: no cover - only before h1-labgate is merged
+    class CheckWarning(CheckFailed):
+        pass
+
+SMALL = dict(vocab_size=65, block_size=48, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+
+
+def crit(name: str, needs: tuple[str, ...] = ()):
+    """`criterion(name, needs=...)` where the framework has it, else plain `criterion(name)`."""
+    if needs and "needs" in inspect.signature(criterion).parameters:
+        return criterion(name, needs=needs)
+    return criterion(name)
+
+
+def build(ctx, seed: int = 0, std: float | None = 0.3, **overrides):
+    """The learner's GPT in eval mode; with `std`, large random weights so mistakes show."""
+    import torch
+
+    mod = ctx.module
+    for name in ("GPTConfig", "GPT", "KVCache"):
+        if not hasattr(mod, name):
+            raise CheckFailed(f"model.py has no {name}",
+                              hint="keep the names of the scaffold: GPTConfig, GPT and KVCache")
+    torch.manual_seed(seed)
+    cfg = mod.GPTConfig(**{**SMALL, **overrides})
+    model = mod.GPT(cfg).eval()
+    if std is not None:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model, cfg
+
+
+def logits_of(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def full(model, idx):
+    """The week-1 path: every position at once, no cache."""
+    import torch
+
+    with torch.no_grad():
+        return logits_of(model(idx))
+
+
+def cached_call(model, idx, cache):
+    import torch
+
+    with torch.no_grad():
+        try:
+            return logits_of(model(idx, kv_cache=cache))
+        except TypeError as exc:
+            if "kv_cache" in str(exc):
+                raise CheckFailed("model(idx, kv_cache=cache) is not accepted", got=str(exc),
+                                  hint="add a kv_cache=None argument to GPT.forward") from None
+            raise
+
+
+def new_cache(ctx, cfg):
+    cache = ctx.module.KVCache(cfg)
+    try:
+        n = len(cache)
+    except NotImplementedError:
+        raise CheckFailed("KVCache is not written yet (len(cache) raises NotImplementedError)",
+                          hint="fill in the TODOs of KVCache: seq_len and update") from None
+    if n != 0:
+        raise CheckFailed("a new KVCache is not empty", expected="len(cache) == 0", got=str(n),
+                          hint="is the storage a class attribute, shared by every KVCache?")
+    return cache
+
+
+def close(a, b) -> tuple[bool, float]:
+    """Equal up to float32 rounding of another (correct) order of operations."""
+    err = (a - b).abs().max().item()
+    return err <= 1e-3 * max(1.0, b.abs().max().item()), err
+
+
+def greedy(model, idx, new: int, block: int):
+    """Greedy tokens from the uncached model over a sliding window of `block` tokens."""
+    import torch
+
+    for _ in range(new):
+        nxt = full(model, idx[:, -block:])[:, -1].argmax(-1, keepdim=True)
+        idx = torch.cat((idx, nxt), dim=1)
+    return idx
+
+
+def generate(model, idx, new: int, **kw):
+    try:
+        return model.generate(idx, new, **kw)
+    except TypeError as exc:
+        if "use_cache" in str(exc):
+            raise CheckFailed("generate does not take use_cache", got=str(exc),
+                              hint="generate(idx, max_new_tokens, temperature=1.0, top_k=None, "
+                                   "use_cache=True)") from None
+        raise
+
+
+# -- the bytes a cache holds --------------------------------------------------------------------
+def held_bytes(obj) -> int:
+    """Bytes of every tensor storage reachable from `obj` (attributes, lists, dicts), each storage
+    counted once: views count their whole base, which is what stays in memory. Modules with
+    parameters (the model itself) are not the cache's and are skipped."""
+    import torch
+
+    seen_obj, storages = set(), {}
+
+    def walk(x, depth):
+        if depth > 8 or id(x) in seen_obj:
+            return
+        seen_obj.add(id(x))
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            storages[st.data_ptr()] = max(storages.get(st.data_ptr(), 0), st.nbytes())
+        elif isinstance(x, (list, tuple, set, frozenset)):
+            for item in x:
+                walk(item, depth + 1)
+        elif isinstance(x, dict):
+            for item in x.values():
+                walk(item, depth + 1)
+        elif isinstance(x, torch.nn.Module) and any(True for _ in x.parameters()):
+            return
+        elif isinstance(x, (str, bytes, int, float, bool, type(None), type)) or inspect.isroutine(x) \
+                or inspect.ismodule(x):
+            return
+        else:
+            for name in getattr(type(x), "__slots__", ()):
+                if hasattr(x, name):
+                    walk(getattr(x, name), depth + 1)
+            if hasattr(x, "__dict__"):
+                walk(vars(x), depth + 1)
+
+    walk(obj, 0)
+    return sum(storages.values())
+
+
+def flops(fn) -> int:
+    """Matmul FLOPs of `fn()` (torch's FlopCounterMode: mm, bmm, addmm, attention kernels)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
