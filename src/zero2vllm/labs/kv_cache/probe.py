@@ -101,6 +101,25 @@ def greedy(model, idx, new: int, block: int):
     return idx
 
 
+def not_greedy(model, prompt, got, block: int):
+    """Where `got` (the prompt and its continuation) is not a greedy decode of the uncached model
+    over a sliding window of `block` tokens: (row, position) of the first wrong token, or None.
+    Teacher-forced, so a near-tie that another correct order of operations breaks the other way
+    is not a mistake."""
+    import torch
+
+    if tuple(got.shape[:1]) != tuple(prompt.shape[:1]) or not torch.equal(got[:, :prompt.shape[1]], prompt):
+        return (0, 0)
+    for t in range(prompt.shape[1], got.shape[1]):
+        logits = full(model, got[:, max(0, t - block):t])[:, -1]
+        picked = logits.gather(-1, got[:, t:t + 1]).squeeze(-1)
+        gap = logits.max(-1).values - picked
+        bad = (gap > 1e-4 * max(1.0, logits.abs().max().item())).nonzero()
+        if len(bad):
+            return (bad[0, 0].item(), t)
+    return None
+
+
 def generate(model, idx, new: int, **kw):
     try:
         return model.generate(idx, new, **kw)
