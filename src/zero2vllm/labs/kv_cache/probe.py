@@ -174,6 +174,43 @@ def held_bytes(obj) -> int:
     return sum(storages.values())
 
 
+def _einsum_flops(args) -> int:
+    """An einsum's FLOPs contracted pairwise in the cheapest order (as opt_einsum would): each
+    pair costs 2 x the product of the sizes of all its letters."""
+    eq = args[0].replace(" ", "")
+    ins, _, out = eq.partition("->")
+    ops = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+    sizes = {}
+    for spec, op in zip(ins.split(","), ops):
+        if "..." in spec:
+            return 0  # broadcast dims: not counted
+        sizes.update(zip(spec, op.shape))
+    terms = [set(spec) for spec in ins.split(",")]
+
+    def prod(letters):
+        n = 1
+        for letter in letters:
+            n *= sizes.get(letter, 1)
+        return n
+
+    if len(terms) == 1:
+        return prod(terms[0])
+    total = 0
+    while len(terms) > 1:
+        best = None
+        for i in range(len(terms)):
+            for j in range(i + 1, len(terms)):
+                cost = 2 * prod(terms[i] | terms[j])
+                if best is None or cost < best[0]:
+                    best = (cost, i, j)
+        cost, i, j = best
+        rest = set(out).union(*[t for n, t in enumerate(terms) if n not in (i, j)])
+        merged = (terms[i] | terms[j]) & rest
+        terms = [t for n, t in enumerate(terms) if n not in (i, j)] + [merged]
+        total += cost
+    return total
+
+
 def _matmul_flops(name: str, args, out) -> int:
     """Multiply-adds x 2 of one call, from its operands' and result's shapes."""
     import torch
@@ -189,17 +226,7 @@ def _matmul_flops(name: str, args, out) -> int:
     if name == "scaled_dot_product_attention":
         return 4 * args[0].numel() * args[1].shape[-2]
     if name == "einsum":
-        eq = args[0].replace(" ", "")
-        ins, _, outs = eq.partition("->")
-        ops = args[1:] if len(args) > 2 or not isinstance(args[1], (list, tuple)) else args[1]
-        sizes = {}
-        for spec, op in zip(ins.split(","), ops):
-            if "..." not in spec:
-                sizes.update(zip(spec, op.shape))
-        summed = 1
-        for letter in set(ins.replace(",", "").replace(".", "")) - set(outs):
-            summed *= sizes.get(letter, 1)
-        return 2 * out.numel() * summed
+        return _einsum_flops(args)
     return 0
 
 
