@@ -1,19 +1,17 @@
 """The lab mechanism: learner code that hangs, crashes, floods the output or raises on import
 becomes failed criteria with the reason, never a crash of z2v; other `z2v check` subjects are
-dispatched by name; plan items are found by week, kind and title."""
+ordinary subcommands; criteria can warn or need others; one cause behind many failures is
+named once."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-import click
 import pytest
 
-import zero2vllm.labs as labs
-from zero2vllm.labs import find_plan_item, get_lab
+from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import OUTPUT_TAIL, run_check
 
 LAB = get_lab("transformer")
@@ -99,37 +97,28 @@ def test_missing_file_says_how_to_start(home, tmp_path):
     assert "z2v lab init" in crit(result, "imports")["detail"]
 
 
-def test_check_dispatches_other_subjects_by_name(z2v, monkeypatch):
-    seen = {}
-
-    @click.command("essay-test")
-    @click.argument("file")
-    @click.option("--week", type=int)
-    def essay(file, week):
-        seen.update(file=file, week=week)
-        click.echo("essay checked")
-
-    monkeypatch.setattr(labs, "_check_handlers", {})
-    labs.register_check(essay)
-    out = z2v("check", "essay-test", "notes.md", "--week", "3").output
-    assert seen == {"file": "notes.md", "week": 3} and "essay checked" in out
-    with pytest.raises(ValueError):
-        labs.register_check(click.Command("transformer"))
-    assert "essay-test" in z2v("check", "--help").output
+def test_check_dispatches_other_subjects_by_name(z2v, tmp_path):
+    """`z2v check summary` is an ordinary subcommand of the check group (a static table, no
+    registry), and `z2v check LAB` still reaches the lab check."""
+    note = tmp_path / "notes.md"
+    note.write_text("too short\n")
+    out = z2v("check", "summary", str(note), "--week", "1", expect=1).output
+    assert "words" in out
+    assert "summary" in z2v("check", "--help").output
+    assert "no lab 'nope'" in z2v("check", "nope", expect=2).output
 
 
-def test_find_plan_item_prefers_the_deliverable_of_the_week():
-    lab = get_lab("transformer")
-    items = [
-        SimpleNamespace(id="w1.implement", week=1, kind="hands-on", title="Implement tiny transformer from scratch"),
-        SimpleNamespace(id="w1.deliver", week=1, kind="deliverable", title="Working character-level transformer"),
-        SimpleNamespace(id="w2.transformer", week=2, kind="deliverable", title="Profile your transformer"),
-        SimpleNamespace(id="w1.read", week=1, kind="read", title="The Illustrated Transformer"),
-    ]
-    assert find_plan_item(items, lab).id == "w1.deliver"
-    assert find_plan_item(items[:1], lab).id == "w1.implement"
-    assert find_plan_item(items[2:], lab) is None
-    assert find_plan_item([object()], lab) is None
+def test_every_lab_names_an_item_of_the_bundled_plan(z2v, home):
+    from zero2vllm import evidence, tracker
+    from zero2vllm.labs import all_labs
+    from zero2vllm.store import Store
+
+    store = Store.open(home / "zero2vllm.db")
+    plan = tracker.load_plan(store)
+    for lab in all_labs().values():
+        item = evidence.plan_item(lab, plan)
+        assert item is not None and item.week == lab.week, lab.id
+    store.close()
 
 
 def test_lab_list_without_runs(z2v):

@@ -132,6 +132,9 @@ def week_view(store: Store, plan: Plan, number: int | None) -> dict:
     by_day = store.seconds_by_day(first.isoformat(), last.isoformat())
     prog = tracker.progress(store, plan)
     notes = store.notes()
+    from zero2vllm import evidence
+
+    labs = evidence.by_item(store, plan)  # each lab's status beside the item it closes
     groups: list[dict] = []
     for item in week.items:
         if not groups or groups[-1]["index"] != item.block:
@@ -143,7 +146,7 @@ def week_view(store: Store, plan: Plan, number: int | None) -> dict:
             groups.append({"index": item.block, "block": block, "hours_logged": round(logged, 2),
                            "items": []})
         groups[-1]["items"].append({"item": item, "progress": prog[item.id],
-                                    "note": notes.get(item.id)})
+                                    "note": notes.get(item.id), "lab": labs.get(item.id)})
     items = [prog[i.id] for i in week.items]
     return {
         "week": week, "position": position, "start": first, "end": last,
@@ -160,33 +163,17 @@ def week_view(store: Store, plan: Plan, number: int | None) -> dict:
 # -- labs and their evidence -----------------------------------------------------------------------
 def labs_view(store: Store, plan: Plan | None) -> list[dict]:
     """Every lab (and any other subject with recorded runs, such as `kv-cache` profiles) with
-    its status, its plan item and its runs, newest first."""
-    from zero2vllm.labs import all_labs, find_plan_item
+    its status (the one rule in zero2vllm.evidence), its plan item and its runs, newest first."""
+    from zero2vllm import evidence
 
-    runs_by_lab: dict[str, list[dict]] = {}
-    for run in store.lab_runs():
-        runs_by_lab.setdefault(run["lab"], []).append(run)
-    prog = tracker.progress(store, plan) if plan is not None else {}
     out = []
-    labs = all_labs()
-    for lab_id in list(labs) + sorted(set(runs_by_lab) - set(labs)):
-        lab = labs.get(lab_id)
-        runs = list(reversed(runs_by_lab.get(lab_id, [])))
-        checks = [r for r in runs if r["kind"] == "check"]
-        item = find_plan_item(plan.items(), lab) if (lab and plan is not None) else None
-        if any(r["passed"] for r in checks):
-            state = "passed"
-        elif checks:
-            state = "failing"
-        elif runs:
-            state = "runs only"
-        else:
-            state = "not started"
+    for st in evidence.statuses(store, plan, others=True):
+        lab = st.lab
         out.append({
-            "id": lab_id, "title": lab.title if lab else lab_id, "week": lab.week if lab else None,
-            "summary": lab.summary if lab else "", "state": state, "runs": runs,
-            "last_check": checks[0] if checks else None,
-            "item": item, "item_status": prog[item.id].status if item is not None else None,
+            "id": st.id, "title": lab.title if lab else st.id, "week": lab.week if lab else None,
+            "summary": lab.summary if lab else "", "state": st.state, "runs": st.runs,
+            "last_check": st.last_check, "item": st.item, "item_status": st.item_status,
+            "unlinked_item": lab.plan_item if st.unlinked else None,
         })
     return out
 

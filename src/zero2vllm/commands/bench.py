@@ -145,12 +145,14 @@ def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len,
     failed = sum(r["failed"] for r in result["runs"])
     completed = sum(r["completed"] for r in result["runs"])
     best = max(result["runs"], key=lambda r: r["output_throughput"])
-    app.store.add_lab_run(
-        lab or "bench", completed > 0 and failed == 0, kind="bench", duration_s=duration,
-        code_path=result["endpoint"],
-        criteria=[{"name": "every request answered", "passed": failed == 0 and completed > 0,
-                   "detail": f"{completed} completed, {failed} failed"}],
-        metrics={
+    from zero2vllm import evidence
+
+    evidence.record(app.store, {
+        "lab": lab or "bench", "kind": "bench", "passed": completed > 0 and failed == 0,
+        "duration_s": duration, "code_path": result["endpoint"],
+        "criteria": [{"name": "every request answered", "passed": failed == 0 and completed > 0,
+                      "detail": f"{completed} completed, {failed} failed"}],
+        "metrics": {
             "api": api, "url": result["endpoint"], "model": result["model"],
             "input_len": input_len, "output_len": output_len,
             "levels": [{k: r[k] for k in ("concurrency", "completed", "failed", "request_throughput",
@@ -161,8 +163,8 @@ def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len,
             "best_output_throughput": best["output_throughput"],
             "trend": B.flat_trend(result),
         },
-        artifacts=[str(p) for p in artifacts],
-    )
+        "artifacts": [str(p) for p in artifacts],
+    })
     if completed == 0:
         raise Z2VError(f"no request succeeded; first error: {(result['runs'][0]['errors'] or ['?'])[0]}")
 

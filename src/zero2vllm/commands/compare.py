@@ -124,14 +124,17 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     complete = bool(measured) and all(r["failed"] == 0 for t in measured for r in t["runs"])
     artifacts = [str(out_dir / n) for n in ("compare.json", "compare.md", "compare.png")
                  if (out_dir / n).exists()]
-    app.store.add_lab_run(
-        "vllm", complete and len(measured) == len(result["targets"]), kind="compare",
-        duration_s=round(duration, 1), code_path=str(out_dir),
-        criteria=[{"name": f"{t['name']} measured", "passed": bool(t["runs"]) and not t["error"],
-                   "detail": t["error"] or f"{sum(r['completed'] for r in t['runs'])} requests "
-                                           f"at {t['url']}"} for t in result["targets"]],
-        metrics=C.lab_metrics(result), artifacts=artifacts,
-    )
+    from zero2vllm import evidence
+
+    evidence.record(app.store, {
+        "lab": "vllm", "kind": "compare",
+        "passed": complete and len(measured) == len(result["targets"]),
+        "duration_s": round(duration, 1), "code_path": str(out_dir),
+        "criteria": [{"name": f"{t['name']} measured", "passed": bool(t["runs"]) and not t["error"],
+                      "detail": t["error"] or f"{sum(r['completed'] for r in t['runs'])} requests "
+                                              f"at {t['url']}"} for t in result["targets"]],
+        "metrics": C.lab_metrics(result), "artifacts": artifacts,
+    })
     failed = [t for t in result["targets"] if t["error"]]
     if failed:
         raise Z2VError(f"{', '.join(t['name'] for t in failed)} could not be measured (see above); "

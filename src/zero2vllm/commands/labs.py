@@ -15,42 +15,19 @@ from zero2vllm.cli import Z2VError, pass_app
 
 
 def _lab_or_error(lab_id: str):
-    from zero2vllm.labs import all_labs, check_handlers
+    from zero2vllm.labs import all_labs
 
     labs = all_labs()
     if lab_id not in labs:
-        extra = sorted(check_handlers())
-        known = ", ".join(list(labs) + extra)
+        known = ", ".join(list(labs) + sorted(CHECK_SUBJECTS))
         raise Z2VError(f"no lab {lab_id!r}; choose one of: {known} (see `z2v lab list`)")
     return labs[lab_id]
 
 
-def _plan_items(store) -> list | None:
-    """The imported plan's items, or None when there is no plan (or no tracker yet)."""
-    try:
-        from zero2vllm.tracker import load_plan
-    except ImportError:
-        return None
-    try:
-        plan = load_plan(store)
-    except Exception:  # a broken plan must not stop a lab check from being recorded
-        return None
-    if plan is None:
-        return None
-    items = getattr(plan, "items", plan)
-    if callable(items):
-        items = items()
-    try:
-        return list(items)
-    except TypeError:
-        return None
+def _load_plan(store):
+    from zero2vllm import evidence
 
-
-def _plan_item(store, lab):
-    from zero2vllm.labs import find_plan_item
-
-    items = _plan_items(store)
-    return find_plan_item(items, lab) if items else None
+    return evidence.plan_or_none(store)
 
 
 # -- z2v lab ------------------------------------------------------------------------------------
@@ -60,36 +37,33 @@ def lab_group() -> None:
 
 
 @lab_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON list instead of a table")
 @pass_app
-def lab_list(app) -> None:
+def lab_list(app, as_json: bool) -> None:
     """Every lab with its plan item, status and last check."""
-    from zero2vllm.labs import all_labs
+    from zero2vllm import evidence
 
     store = app.store
-    items = _plan_items(store)
-    from zero2vllm.labs import find_plan_item
-
+    plan = _load_plan(store)
+    found = evidence.statuses(store, plan)
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in found], indent=2))
+        return
     rows = []
-    for lab in all_labs().values():
-        runs = store.lab_runs(lab.id, kind="check")
-        last = runs[-1] if runs else None
-        item = find_plan_item(items, lab) if items else None
-        state = store.state(item.id) if item is not None else None
-        if any(r["passed"] for r in runs):
-            status = "passed"
-        elif runs:
-            status = "failing"
-        else:
-            status = "not started"
-        if state is not None and state.status == "done" and status != "passed":
-            status = "done (plan)"
+    for st in found:
+        last = st.last_check
         if last:
             ok = sum(1 for c in last["criteria"] if c.get("passed"))
             result = f"{'PASS' if last['passed'] else 'FAIL'} {ok}/{len(last['criteria'])} {last['at'][:16].replace('T', ' ')}"
         else:
             result = "-"
-        rows.append((lab.id, f"w{lab.week}", lab.title, status, result,
-                     item.id if item is not None else ""))
+        if st.item is not None:
+            item = st.item.id + (f" ({st.item_status})" if st.item_status != "todo" else "")
+        elif st.unlinked:
+            item = f"unlinked: your plan has no {st.lab.plan_item}"
+        else:
+            item = "-"
+        rows.append((st.id, f"w{st.lab.week}", st.lab.title, st.state, result, item))
     if not rows:
         click.echo("no labs installed")
         return
@@ -146,30 +120,39 @@ def lab_run(app, lab_id: str, code: Path | None, device: str, steps: int | None)
         outcome = runner.run(code=code, device=device, steps=steps, out_dir=out_dir, echo=click.echo)
     except runner.RunError as exc:
         raise Z2VError(str(exc)) from None
+    from zero2vllm import evidence
     from zero2vllm.labs.check import files_hash
 
-    app.store.add_lab_run(
-        lab.id, outcome["passed"], kind="run", duration_s=outcome.get("duration_s"),
-        code_path=str(code.resolve()) if code else "reference",
-        files_hash=files_hash(code) if code else None,
-        metrics=outcome.get("metrics", {}), artifacts=[str(a) for a in outcome.get("artifacts", [])],
-    )
+    evidence.record(app.store, {
+        "lab": lab.id, "kind": "run", "passed": outcome["passed"],
+        "duration_s": outcome.get("duration_s"),
+        "code_path": str(code.resolve()) if code else "reference",
+        "files_hash": files_hash(code) if code else None,
+        "metrics": outcome.get("metrics", {}),
+        "artifacts": [str(a) for a in outcome.get("artifacts", [])],
+    })
 
 
 # -- z2v check ----------------------------------------------------------------------------------
+# Subjects other than labs: name -> (module, command). A static table, so `z2v check` never
+# depends on which modules happen to have been imported.
+CHECK_SUBJECTS = {"summary": ("zero2vllm.commands.summary", "check_summary")}
+
+
 class CheckGroup(click.Group):
-    """`z2v check LAB ...` for labs; other subjects (`z2v check summary ...`) are registered
-    with zero2vllm.labs.register_check and dispatched by their first word."""
+    """`z2v check LAB ...` for labs; the subjects in CHECK_SUBJECTS (`z2v check summary ...`)
+    are ordinary subcommands, dispatched by their first word."""
 
     def list_commands(self, ctx):
-        from zero2vllm.labs import check_handlers
-
-        return sorted(check_handlers())
+        return sorted(CHECK_SUBJECTS)
 
     def get_command(self, ctx, name):
-        from zero2vllm.labs import check_handlers
+        if name not in CHECK_SUBJECTS:
+            return None
+        import importlib
 
-        return check_handlers().get(name)
+        module, attr = CHECK_SUBJECTS[name]
+        return getattr(importlib.import_module(module), attr)
 
     def resolve_command(self, ctx, args):
         handler = self.get_command(ctx, args[0]) if args else None
@@ -226,34 +209,39 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
     partial = bool(fast or only)
 
     shown: set[str] = set()
+    seen_causes: set[tuple] = set()
 
     def show(event: dict) -> None:
         if event.get("event") == "plan":
             click.echo(f"checking {target} against {lab.id} ({len(event['criteria'])} criteria)")
         elif event.get("event") == "result":
             shown.add(event["name"])
-            _echo_criterion(event, event.get("seconds"))
+            _echo_criterion(event, event.get("seconds"), seen_causes)
 
     result = run_check(
         lab, target, timeout_s=timeout, fast=fast,
         only=[n.strip() for n in only.split(",")] if only else None,
-        on_event=None if as_json else show,
+        on_event=None if as_json else show, inputs=_check_inputs(app.store, lab),
     )
     if not as_json:  # criteria the child never reported (time limit, crash) are shown now
         for crit in result.criteria:
             if crit["name"] not in shown:
-                _echo_criterion(crit, None)
+                _echo_criterion(crit, None, seen_causes)
+        from zero2vllm.labs.framework import cause_message, shared_causes
+
+        for cause, names in shared_causes(result.criteria):
+            click.echo("\n" + click.style(cause_message(cause, names), bold=True))
 
     marked = None
     if not reference and not partial:
-        store = app.store
-        store.add_lab_run(
-            lab.id, result.passed, kind="check", duration_s=result.duration_s,
-            code_path=result.path, files_hash=result.files_hash, criteria=result.criteria,
-            metrics=result.metrics,
-        )
-        if result.passed:
-            marked = _mark_done(store, lab, result)
+        from zero2vllm import evidence
+
+        marked = evidence.record(app.store, {
+            "lab": lab.id, "kind": "check", "passed": result.passed,
+            "duration_s": result.duration_s, "code_path": result.path,
+            "files_hash": result.files_hash, "criteria": result.criteria,
+            "metrics": result.metrics,
+        }).closed
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
     else:
@@ -271,25 +259,38 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
         raise SystemExit(1)
 
 
-def _echo_criterion(crit: dict, seconds: float | None) -> None:
-    mark = click.style("PASS", fg="green") if crit["passed"] else click.style("FAIL", fg="red")
+_MARKS = {"pass": ("PASS", "green"), "warn": ("WARN", "yellow"), "fail": ("FAIL", "red"),
+          "not run": ("FAIL", "red")}
+
+
+def _echo_criterion(crit: dict, seconds: float | None, seen_causes: set | None = None) -> None:
+    status = crit.get("status") or ("pass" if crit["passed"] else "fail")
+    word, colour = _MARKS.get(status, _MARKS["fail"])
     took = f"  ({seconds:.1f} s)" if seconds else ""
-    click.echo(f"  {mark}  {crit['name']}{took}")
     detail = str(crit.get("detail") or "")
-    if detail and (not crit["passed"] or detail != "ok"):
+    if status == "not run":  # briefly: the reason is the criterion it needs
+        click.echo(f"  {click.style(word, fg=colour)}  {crit['name']}  ({detail})")
+        return
+    cause = crit.get("cause")
+    key = (cause["error"], cause["file"], cause["line"]) if cause else None
+    if key is not None and seen_causes is not None and key in seen_causes:
+        click.echo(f"  {click.style(word, fg=colour)}  {crit['name']}{took}  (the same "
+                   f"{cause['error']} in `{cause['func']}` as above)")
+        return
+    if key is not None and seen_causes is not None:
+        seen_causes.add(key)
+    click.echo(f"  {click.style(word, fg=colour)}  {crit['name']}{took}")
+    if detail and (status != "pass" or detail != "ok"):
         for line in detail.splitlines():
             click.echo(f"        {line}")
 
 
-def _mark_done(store, lab, result) -> str | None:
-    item = _plan_item(store, lab)
-    if item is None:
-        return None
-    state = store.state(item.id)
-    if state is not None and state.status == "done":
-        return None
-    store.change_status(item.id, "done", f"lab {lab.id} passed ({len(result.criteria)} criteria)")
-    return item.id
+def _check_inputs(store, lab) -> dict:
+    """What LAB's checks need from the store, read here and passed in (the check process never
+    opens the store, so `--db` is honoured)."""
+    from zero2vllm import evidence
+
+    return evidence.check_inputs(store, lab)
 
 
 def register(group: click.Group) -> None:

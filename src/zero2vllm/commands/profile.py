@@ -123,15 +123,17 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     png_path = kvprofile.write_plot(prof, out_dir / f"{stem}.png")
     click.echo(f"\nwrote {csv_path}\n      {json_path}\n      {png_path}")
 
-    app.store.add_lab_run(
-        "kv-cache", prof.all_match, kind="profile", duration_s=time.perf_counter() - started,
-        code_path=model_spec,
-        criteria=[{
+    from zero2vllm import evidence
+
+    evidence.record(app.store, {
+        "lab": "kv-cache", "kind": "profile", "passed": prof.all_match,
+        "duration_s": time.perf_counter() - started, "code_path": model_spec,
+        "criteria": [{
             "name": "cache bytes equal the formula at every length",
             "passed": prof.all_match,
             "detail": f"slope {prof.fit_slope:,.1f} B/token, formula {prof.shape.bytes_per_token:,} B/token",
         }],
-        metrics={
+        "metrics": {
             "model": kvm.name, "device": device, "dtype": prof.shape.dtype,
             "bytes_per_token": prof.shape.bytes_per_token, "fit_slope": prof.fit_slope,
             "fit_intercept": prof.fit_intercept, "fit_r2": prof.fit_r2,
@@ -139,8 +141,8 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
             "decode_ms": [round(r.decode_ms, 3) for r in prof.rows],
             "prefill_ms": [round(r.prefill_ms, 3) for r in prof.rows],
         },
-        artifacts=[str(csv_path), str(json_path), str(png_path)],
-    )
+        "artifacts": [str(csv_path), str(json_path), str(png_path)],
+    })
 
 
 def _slug(name: str) -> str:

@@ -1,7 +1,7 @@
 """`z2v check summary FILE --week N`: feedback on a written summary; a pass records it.
 
-Registered as a `z2v check` subject through zero2vllm.labs.register_check (no edit of the labs
-command). The checks and their method are in zero2vllm.summary.
+An ordinary subcommand of `z2v check` (listed in commands/labs.py's CHECK_SUBJECTS). The checks
+and their method are in zero2vllm.summary; the run is recorded through zero2vllm.evidence.
 """
 
 from __future__ import annotations
@@ -64,17 +64,17 @@ def check_summary(app: AppContext, file: Path, week: int | None, item_ref: str |
 
     result = summary.check_summary(text, plan, week)
     name = "-" if str(file) == "-" else str(file.resolve())
-    store.add_lab_run(
-        "summary", result.passed, kind="summary", code_path=name,
-        files_hash=hashlib.sha256(data).hexdigest(), criteria=result.criteria(), metrics=result.metrics(),
-    )
+    from zero2vllm import actions, evidence
+
+    evidence.record(store, {
+        "lab": "summary", "kind": "summary", "passed": result.passed, "code_path": name,
+        "files_hash": hashlib.sha256(data).hexdigest(), "criteria": result.criteria(),
+        "metrics": result.metrics(),
+    })
     recorded = None
     if result.passed and item is not None:
-        with store.transaction():
-            store.set_note(item.id, text, f"summary of week {week} on {item.id}")
-            state = store.state(item.id)
-            if state is None or state.status != "done":
-                store.change_status(item.id, "done", f"summary of week {week} passed")
+        actions.save_note(store, plan, item.id, text, exact=True)
+        evidence.close_item(store, plan, item.id)
         recorded = item.id
     if as_json:
         out = asdict(result)
@@ -90,7 +90,4 @@ def check_summary(app: AppContext, file: Path, week: int | None, item_ref: str |
 
 
 def register(group: click.Group) -> None:
-    from zero2vllm.labs import check_handlers, register_check
-
-    if check_handlers().get("summary") is not check_summary:  # not when imported twice
-        register_check(check_summary)
+    """Nothing at the top level: `z2v check` attaches this module's command (CHECK_SUBJECTS)."""

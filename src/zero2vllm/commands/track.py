@@ -114,6 +114,9 @@ def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
         raise Z2VError(f"there is no week {number}; the plan has weeks {have}")
     prog = tracker.progress(app.store, plan)
     notes = app.store.notes()
+    from zero2vllm import evidence
+
+    labs = evidence.by_item(app.store, plan)  # each lab's status beside the item it closes
     if as_json:
         from dataclasses import asdict
 
@@ -121,6 +124,7 @@ def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
         for it in data["items"]:
             it["state"] = prog[it["id"]].__dict__
             it["note"] = notes.get(it["id"])
+            it["lab"] = labs[it["id"]].as_json() if it["id"] in labs else None
         ui.echo_json(data)
         return
     con = ui.console()
@@ -145,6 +149,8 @@ def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
                 extra.append(f"{p.done:g}/{p.total:g} {p.unit or ''}".strip())
             if item.id in notes:
                 extra.append("note")
+            if item.id in labs:
+                extra.append(f"lab {labs[item.id].id}: {labs[item.id].state}")
             tail = f"  ({', '.join(extra)})" if extra else ""
             draft = " [draft]" if item.draft else ""
             con.print(f"  {ui.STATUS_MARK[p.status]} {item.id}  {item.label + ': ' if item.label else ''}"

@@ -64,9 +64,11 @@ class _Tail:
         return text
 
 
-def _child_env() -> dict:
+def _child_env(lab: Lab | None = None) -> dict:
     env = dict(os.environ)
     src = str(Path(zero2vllm.__file__).resolve().parent.parent)
+    if lab is not None and not lab.package.startswith("zero2vllm."):
+        src += os.pathsep + str(lab.import_root)  # a lab outside the package (dev-check's tests)
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYTHONHASHSEED", "0")
@@ -81,6 +83,8 @@ def run_check(
     fast: bool = False,
     only: list[str] | None = None,
     on_event: Callable[[dict], None] | None = None,
+    inputs: dict | None = None,
+    stop_after: str | None = None,
 ) -> CheckResult:
     """Run LAB's checks on PATH in a child process; `on_event` sees each event as it arrives."""
     timeout_s = timeout_s or lab.time_limit_s
@@ -89,15 +93,21 @@ def run_check(
     with tempfile.TemporaryDirectory(prefix="z2v-check-") as tmp:
         events_file = Path(tmp) / "events.jsonl"
         events_file.touch()
-        cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.id, str(path),
+        cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.package, "--package", str(path),
                "--out", str(events_file)]
         if fast:
             cmd.append("--fast")
         if only:
             cmd += ["--only", ",".join(only)]
+        if stop_after:
+            cmd += ["--stop-after", stop_after]
+        if inputs:  # what the checks need from the store, read here: the child never opens it
+            inputs_file = Path(tmp) / "inputs.json"
+            inputs_file.write_text(json.dumps(inputs, default=str), encoding="utf-8")
+            cmd += ["--inputs", str(inputs_file)]
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=_child_env(), cwd=str(path if path.is_dir() else path.parent),
+            env=_child_env(lab), cwd=str(path if path.is_dir() else path.parent),
             start_new_session=True,  # its own process group: a timeout kills learner children too
         )
         tail = _Tail(proc.stdout)
@@ -172,7 +182,8 @@ def _collect(lab: Lab, events: list[dict], returncode: int | None, timed_out: bo
     for name in plan:
         if name in results:
             r = results[name]
-            criteria.append({"name": name, "passed": bool(r["passed"]), "detail": r["detail"]})
+            criteria.append({"name": name, "passed": bool(r["passed"]), "detail": r["detail"],
+                             **{k: r[k] for k in ("status", "cause", "blocked_by") if k in r}})
             if "seconds" in r:
                 metrics.setdefault("seconds", {})[name] = r["seconds"]
         elif name == running:

@@ -6,7 +6,7 @@ LAB = Lab(
     id="kv-cache",
     title="KV cache for your GPT",
     week=2,
-    keywords=("profile", "transformer", "cache", "memory"),
+    plan_item="w2.profile-transformer-week-1",
     summary="cached generation: same tokens as uncached, cache bytes = formula, flat time per token",
     entry="model.py",
     time_limit_s=300.0,
