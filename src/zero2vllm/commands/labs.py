@@ -133,6 +133,66 @@ def lab_run(app, lab_id: str, code: Path | None, device: str, steps: int | None)
     })
 
 
+@lab_group.command("dev-check")
+@click.argument("lab_id", metavar="[LAB]", required=False)
+@click.option("--cases", "cases_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="the lab cases folder (default: tests/lab_cases of this source checkout)")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="cases checked at once (each in its own process)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of tables")
+@click.option("--markdown", is_flag=True, help="print the tables for docs/labs.md")
+@pass_app
+def lab_dev_check(app, lab_id: str | None, cases_dir: Path | None, jobs: int, as_json: bool,
+                  markdown: bool) -> None:
+    """Check the labs' verdicts: the scaffold fails on its named criterion, the reference and
+    every correct variant pass, every known mistake fails on its named criterion. Exit 1 on
+    any deviation."""
+    from zero2vllm import evidence
+    from zero2vllm.labs import all_labs
+    from zero2vllm.labs import devcheck as D
+
+    folder = cases_dir or D.default_cases_dir()
+    if not folder.is_dir():
+        raise Z2VError(f"no lab cases at {folder}: dev-check needs a source checkout of zero2vllm "
+                       "(tests/lab_cases), or --cases DIR")
+    labs = [_lab_or_error(lab_id)] if lab_id else list(all_labs().values())
+    if lab_id and not (folder / lab_id).is_dir():
+        raise Z2VError(f"lab {lab_id!r} has no cases in {folder / lab_id}")
+    report, md, deviations = [], [], 0
+    for lab in labs:
+        if not (folder / lab.id).is_dir():
+            deviations += 1
+            report.append({"lab": lab.id, "error": f"no cases in {folder / lab.id}"})
+            if not (as_json or markdown):
+                click.echo(f"{lab.id}: no cases in {folder / lab.id} (a deviation)\n")
+            continue
+        if not (as_json or markdown):
+            click.echo(f"{lab.id}: checking its cases ...")
+        try:
+            rows = D.dev_check(lab, folder / lab.id, jobs=jobs,
+                               inputs=evidence.check_inputs(app.store, lab))
+        except D.DevCheckError as exc:
+            raise Z2VError(str(exc)) from None
+        t = D.tally(rows)
+        deviations += t["deviations"]
+        report.append({"lab": lab.id, **t, "rows": [r.as_json() for r in rows]})
+        md += D.markdown(lab, rows)
+        if not (as_json or markdown):
+            for line in D.table(rows):
+                click.echo("  " + line)
+            click.echo(f"  {t['caught']}/{t['mistakes']} mistakes caught by the right criterion, "
+                       f"{t['caught_by_another']} by another, {t['missed']} missed; "
+                       f"{t['deviations']} deviation(s)\n")
+    if as_json:
+        click.echo(json.dumps({"passed": deviations == 0, "labs": report}, indent=2))
+    elif markdown:
+        click.echo("\n".join(md).rstrip())
+    else:
+        click.echo("dev-check " + ("passed" if deviations == 0 else f"FAILED: {deviations} deviation(s)"))
+    if deviations:
+        raise SystemExit(1)
+
+
 # -- z2v check ----------------------------------------------------------------------------------
 # Subjects other than labs: name -> (module, command). A static table, so `z2v check` never
 # depends on which modules happen to have been imported.

@@ -1,0 +1,189 @@
+"""`z2v lab dev-check`: every lab's verdicts against its cases (tests/lab_cases/<lab>), and the
+machinery itself, proven on a tiny lab made in a temp dir (a mistake that passes is reported
+missed, one caught elsewhere says so, a correct variant that fails is a deviation)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from zero2vllm.labs import all_labs, load_lab
+from zero2vllm.labs import devcheck as D
+
+CASES = D.default_cases_dir()
+LABS_WITH_CASES = [lab for lab in all_labs() if (CASES / lab).is_dir()]
+
+
+@pytest.mark.parametrize("lab_id", LABS_WITH_CASES)
+def test_dev_check_of_each_lab_passes(z2v, lab_id):
+    """The gate CI runs: the scaffold fails where it should, every correct solution passes and
+    every known mistake fails on the criterion that names it."""
+    report = json.loads(z2v("lab", "dev-check", lab_id, "--json", "--jobs", "2", expect=None).output)
+    rows = report["labs"][0]["rows"]
+    bad = [f"{r['case']}: {r['verdict']} ({r['got']}) {r['detail']}" for r in rows
+           if r["verdict"] not in ("ok", "skipped")]
+    assert report["passed"] and not bad, "\n".join(bad)
+    assert any(r["kind"] == "scaffold" and r["verdict"] == "ok" for r in rows)
+
+
+# -- the machinery, on a tiny lab ------------------------------------------------------------------
+CHECKS = '''
+from zero2vllm.labs.framework import CheckFailed, CheckWarning, criterion
+
+@criterion("defines add")
+def defines(ctx):
+    if not callable(getattr(ctx.module, "add", None)):
+        raise CheckFailed("no function add")
+
+@criterion("adds", needs=("defines add",))
+def adds(ctx):
+    got = ctx.module.add(2, 3)
+    if got != 5:
+        raise CheckFailed("add(2, 3) is not the sum", expected="5", got=repr(got))
+
+@criterion("adds floats", needs=("adds",))
+def floats(ctx):
+    got = ctx.module.add(0.5, 0.25)
+    if got != 0.75:
+        raise CheckFailed("add(0.5, 0.25) is wrong for floats", got=repr(got))
+
+@criterion("no side effects")
+def pure(ctx):
+    raise CheckWarning("could not check: no route to side effects in this tiny lab")
+'''
+
+
+def make_lab(root: Path, name: str) -> Path:
+    """A lab package NAME under ROOT, and its cases folder; returns the cases folder."""
+    pkg = root / name
+    (pkg / "scaffold").mkdir(parents=True)
+    (pkg / "reference").mkdir()
+    (pkg / "__init__.py").write_text(
+        "from zero2vllm.labs import Lab\n"
+        f"LAB = Lab(id='tiny', title='Tiny', week=1, entry='solution.py', time_limit_s=60)\n")
+    (pkg / "checks.py").write_text(CHECKS)
+    (pkg / "scaffold" / "solution.py").write_text(
+        "def add(a, b):\n    raise NotImplementedError('TODO: add')\n")
+    (pkg / "reference" / "solution.py").write_text("def add(a, b):\n    return a + b\n")
+    cases = root / "cases" / "tiny"
+    (cases / "correct" / "via-sum").mkdir(parents=True)
+    (cases / "correct" / "via-sum" / "solution.py").write_text(
+        "def add(a, b):\n    return sum((a, b))\n")
+    (cases / "correct" / "wrong-but-called-correct").mkdir()
+    (cases / "correct" / "wrong-but-called-correct" / "solution.py").write_text(
+        "def add(a, b):\n    return int(a) + int(b)\n")
+    (cases / "mistakes" / "no-add").mkdir(parents=True)
+    (cases / "mistakes" / "no-add" / "solution.py").write_text("def plus(a, b):\n    return a + b\n")
+    (cases / "cases.toml").write_text(textwrap.dedent('''
+        scaffold_fails_on = "adds"
+
+        [[mistake]]
+        name = "subtracts"
+        criterion = "adds"
+        message = "not the sum"
+        why = "right"
+        [[mistake.edit]]
+        file = "solution.py"
+        old = "a + b"
+        new = "a - b"
+
+        [[mistake]]
+        name = "rounds"
+        criterion = "adds"
+        message = "sum"
+        why = "caught by adds floats, not adds"
+        [[mistake.edit]]
+        file = "solution.py"
+        old = "a + b"
+        new = "round(a) + round(b)"
+
+        [[mistake]]
+        name = "swapped"
+        criterion = "adds"
+        message = "sum"
+        why = "not a mistake at all: b + a is right, so no criterion fails"
+        [[mistake.edit]]
+        file = "solution.py"
+        old = "a + b"
+        new = "b + a"
+
+        [[mistake]]
+        name = "wrong-regex"
+        criterion = "adds"
+        message = "causal"
+        why = "fails on adds, with a message the regex does not match"
+        [[mistake.edit]]
+        file = "solution.py"
+        old = "a + b"
+        new = "a * b"
+
+        [[mistake]]
+        name = "no-add"
+        dir = "mistakes/no-add"
+        criterion = "adds"
+        message = "."
+        why = "adds is not run: it needs defines add"
+    '''))
+    return cases
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    name = f"z2v_tiny_lab_{tmp_path.name.replace('-', '_')}"
+    cases = make_lab(tmp_path, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield load_lab(name), cases
+    for mod in [m for m in sys.modules if m.startswith(name)]:
+        del sys.modules[mod]
+
+
+def test_each_row_gets_the_verdict_it_deserves(tiny, home):
+    lab, cases = tiny
+    rows = {r.case.label: r for r in D.dev_check(lab, cases, jobs=2)}
+    verdicts = {k: r.verdict for k, r in rows.items()}
+    assert verdicts == {
+        "scaffold": "ok", "reference": "ok", "correct via-sum": "ok",
+        "correct wrong-but-called-correct": "failed",
+        "mistake subtracts": "ok", "mistake rounds": "caught by another",
+        "mistake swapped": "missed", "mistake wrong-regex": "wrong message",
+        "mistake no-add": "caught by another",
+    }
+    assert rows["mistake rounds"].got == "caught by adds floats"
+    assert rows["mistake no-add"].got == "caught by defines add"
+    assert "adds floats" in rows["correct wrong-but-called-correct"].detail
+    t = D.tally(list(rows.values()))
+    assert (t["mistakes"], t["caught"], t["caught_by_another"], t["missed"]) == (5, 1, 2, 1)
+    assert t["deviations"] == 5
+
+
+def test_stopping_early_keeps_the_verdict_of_a_full_check(tiny, home):
+    """A mistake stops after its named criterion fails; the criteria up to it are the full
+    check's, and the rest are reported not run (never passed)."""
+    from zero2vllm.labs.check import run_check
+
+    lab, cases = tiny
+    case = next(c for c in D.load_cases(lab, cases)[0] if c.name == "subtracts")
+    target = D.materialise(case, home / "subtracts")
+    full = run_check(lab, target)
+    early = run_check(lab, target, stop_after="adds")
+    assert full.criteria[:3] == early.criteria[:3]
+    assert early.criteria[3]["status"] == "not run" and not early.passed
+    warn = full.criteria[-1]
+    assert warn["status"] == "warn" and warn["passed"] and warn["detail"].startswith("could not check")
+
+
+def test_bad_cases_are_one_line_errors(tiny, z2v, tmp_path):
+    lab, cases = tiny
+    toml = cases / "cases.toml"
+    toml.write_text(toml.read_text().replace('old = "a + b"\nnew = "a - b"', 'old = "nope"\nnew = "x"'))
+    with pytest.raises(D.DevCheckError, match="occurs 0 times"):
+        D.dev_check(lab, cases)
+    toml.write_text('scaffold_fails_on = "adds"\n[[mistake]]\nname = "x"\n')
+    with pytest.raises(D.DevCheckError, match="needs criterion, message"):
+        D.load_cases(lab, cases)
+    out = z2v("lab", "dev-check", "--cases", str(tmp_path / "nowhere"), expect=2).output
+    assert "no lab cases at" in out and "Traceback" not in out
