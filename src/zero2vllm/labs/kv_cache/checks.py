@@ -12,9 +12,9 @@ from __future__ import annotations
 import statistics
 import time
 
-from zero2vllm.labs.framework import CheckFailed
+from zero2vllm.labs.framework import CheckFailed, CheckWarning, criterion
 from zero2vllm.labs.kv_cache.probe import (
-    SMALL, CheckWarning, build, cached_call, close, crit, flops, full, generate, held_bytes, not_greedy,
+    SMALL, build, cached_call, close, flops, full, generate, held_bytes, not_greedy,
     new_cache,
 )
 
@@ -28,7 +28,7 @@ def setup(ctx) -> None:
     torch.set_num_threads(1)
 
 
-@crit(SHAPES)
+@criterion(SHAPES)
 def cache_tensors(ctx):
     import torch
 
@@ -101,7 +101,7 @@ def cache_tensors(ctx):
     return f"{cfg.n_layer} layers of k and v, (B, nh, T, hs), growing by T_new per call"
 
 
-@crit("cache memory matches the formula", needs=(SHAPES,))
+@criterion("cache memory matches the formula", needs=(SHAPES,))
 def cache_memory(ctx):
     import torch
 
@@ -144,7 +144,7 @@ def rows_hint(got, want) -> str | None:
     return None
 
 
-@crit("cached logits equal uncached logits", needs=(SHAPES,))
+@criterion("cached logits equal uncached logits", needs=(SHAPES,))
 def cached_logits(ctx):
     import torch
 
@@ -180,7 +180,7 @@ def cached_logits(ctx):
     return "prompts of 1, 5 and 12 tokens, decoded to 20: every position matches"
 
 
-@crit("several tokens onto a filled cache (chunked prefill)", needs=(SHAPES,))
+@criterion("several tokens onto a filled cache (chunked prefill)", needs=(SHAPES,))
 def chunked(ctx):
     import torch
 
@@ -211,7 +211,7 @@ def chunked(ctx):
     return f"chunks of 5, 3, 1, 6, 2, 11 and 12 tokens onto the cache: every position matches"
 
 
-@crit("cached generation gives the same tokens", needs=(SHAPES,))
+@criterion("cached generation gives the same tokens", needs=(SHAPES,))
 def same_tokens(ctx):
     import torch
 
@@ -250,7 +250,7 @@ def same_tokens(ctx):
     return "5 prompts and lengths up to block_size: identical greedy tokens"
 
 
-@crit("each cache and each generate call stands alone", needs=(SHAPES,))
+@criterion("each cache and each generate call stands alone", needs=(SHAPES,))
 def independent(ctx):
     import torch
 
@@ -292,7 +292,7 @@ def independent(ctx):
     return "two live caches interleaved, and three generate calls in a row: each on its own"
 
 
-@crit("generation past block_size matches the sliding window", needs=(SHAPES,))
+@criterion("generation past block_size matches the sliding window", needs=(SHAPES,))
 def past_block(ctx):
     import torch
 
@@ -320,7 +320,7 @@ def past_block(ctx):
     return "prompts up to block_size + 5 and generations past it: same tokens as the sliding window"
 
 
-@crit("sampling settings are honoured with the cache", needs=(SHAPES,))
+@criterion("sampling settings are honoured with the cache", needs=(SHAPES,))
 def sampling(ctx):
     import torch
 
@@ -352,7 +352,7 @@ def sampling(ctx):
     return "top_k=3, temperature 1 and 1e-4 behave as they should with the cache"
 
 
-@crit("decoding does one token's work, not the whole prefix", needs=(SHAPES,))
+@criterion("decoding does one token's work, not the whole prefix", needs=(SHAPES,))
 def work(ctx):
     import torch
 
@@ -397,7 +397,7 @@ def _median_ms(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-@crit("time per token stays flat with the cache, grows without", needs=(SHAPES,))
+@criterion("time per token stays flat with the cache, grows without", needs=(SHAPES,))
 def flat_time(ctx):
     import torch
 

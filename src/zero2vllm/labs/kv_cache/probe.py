@@ -9,22 +9,10 @@ from __future__ import annotations
 
 import inspect
 
-from zero2vllm.labs.framework import CheckFailed, criterion
+from zero2vllm.labs.framework import CheckFailed, CheckWarning  # noqa: F401 - CheckWarning re-exported
 
-try:  # h1's framework adds warnings ("could not check: ..."); until then they read as failures
-    from zero2vllm.labs.framework import CheckWarning
-except ImportError:  # pragma: no cover - only before h1-labgate is merged
-    class CheckWarning(CheckFailed):
-        pass
 
 SMALL = dict(vocab_size=65, block_size=48, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
-
-
-def crit(name: str, needs: tuple[str, ...] = ()):
-    """`criterion(name, needs=...)` where the framework has it, else plain `criterion(name)`."""
-    if needs and "needs" in inspect.signature(criterion).parameters:
-        return criterion(name, needs=needs)
-    return criterion(name)
 
 
 def build(ctx, seed: int = 0, std: float | None = 0.3, **overrides):

@@ -13,9 +13,9 @@ import random
 import threading
 import time
 
-from zero2vllm.labs.framework import CheckFailed
+from zero2vllm.labs.framework import CheckFailed, CheckWarning, criterion
 from zero2vllm.labs.serving_api.probe import (
-    TIMEOUT_S, CheckWarning, crit, expected, greedy_odds, http, model_dir, ok_json, post, reference,
+    TIMEOUT_S, expected, greedy_odds, http, model_dir, ok_json, post, reference,
     server,
 )
 
@@ -33,7 +33,7 @@ def setup(ctx) -> None:
     torch.set_num_threads(2)
 
 
-@crit(STARTS)
+@criterion(STARTS)
 def starts(ctx):
     from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -59,7 +59,7 @@ def starts(ctx):
     return f"serving on {ctx.state['url']}; /health: {r.body[:60].decode('utf-8', 'replace')}"
 
 
-@crit(GREEDY, needs=(STARTS,))
+@criterion(GREEDY, needs=(STARTS,))
 def generate(ctx):
     server(ctx)
     want, n_prompt, n_new, _ = expected(ctx, PROMPT, 8)
@@ -94,7 +94,7 @@ def generate(ctx):
     return f"{PROMPT!r} -> {text!r} ({n_new} tokens, {data['latency_ms']:.0f} ms)"
 
 
-@crit("token counts are the tokenizer's, max_new_tokens is honoured", needs=(GREEDY,))
+@criterion("token counts are the tokenizer's, max_new_tokens is honoured", needs=(GREEDY,))
 def token_counts(ctx):
     early = None
     for prompt in PROMPTS:
@@ -125,7 +125,7 @@ def token_counts(ctx):
     return f"{2 * len(PROMPTS)} requests: prompt_tokens and completion_tokens exact (early EOS: {early})"
 
 
-@crit("temperature changes the output as it should", needs=(GREEDY,))
+@criterion("temperature changes the output as it should", needs=(GREEDY,))
 def temperature(ctx):
     prompt, max_new = "Once upon a time", 8
     want = expected(ctx, prompt, max_new)[0]
@@ -178,7 +178,7 @@ def bad_requests(config) -> list[tuple[str, bytes]]:
     ]
 
 
-@crit("bad requests get a 400 with a JSON error", needs=(STARTS,))
+@criterion("bad requests get a 400 with a JSON error", needs=(STARTS,))
 def errors(ctx):
     server(ctx)
     config = reference(ctx)[0].config
@@ -195,7 +195,7 @@ def errors(ctx):
     return f"{len(bad_requests(config))} malformed requests: each a 400 with a JSON error"
 
 
-@crit("survives a fuzz run of malformed requests", needs=(STARTS,))
+@criterion("survives a fuzz run of malformed requests", needs=(STARTS,))
 def fuzz(ctx):
     server(ctx)
     rng = random.Random(20240)
@@ -226,7 +226,7 @@ def fuzz(ctx):
     return f"{n} random malformed requests: no 5xx, every answer JSON, still serving"
 
 
-@crit("concurrent requests each get their own answer", needs=(GREEDY,))
+@criterion("concurrent requests each get their own answer", needs=(GREEDY,))
 def concurrent(ctx):
     server(ctx)
     jobs = [(p, 4 + i % 5) for i, p in enumerate(PROMPTS[:6])] * 2
@@ -265,7 +265,7 @@ def concurrent(ctx):
     return f"{len(jobs)} simultaneous requests, 6 prompts: each its own greedy answer and counts"
 
 
-@crit("GET /metrics speaks Prometheus", needs=(GREEDY,))
+@criterion("GET /metrics speaks Prometheus", needs=(GREEDY,))
 def metrics(ctx):
     from zero2vllm.serving.metrics import parse_prometheus
 

@@ -1,35 +1,24 @@
 """What the serving-api criteria drive the learner's app with: HTTP helpers, the model it is
 given, and the model's own answers (greedy continuations, token counts, sampling odds).
 
-With --fast (the tool's own tests, dev-check) the model is a judge model made from the tiny
-random Llama: weights redrawn large enough that every prompt gets its own continuation and EOS
-comes early for some prompts, which the untouched tiny model (one token repeated) never shows.
+The model the app is given is a judge model made from the tiny random Llama (SmolLM2's
+tokenizer): weights redrawn large enough that every prompt gets its own continuation and EOS
+comes early for some prompts. SmolLM2 itself often loops on one phrase and rarely ends early,
+so sharing state or miscounting tokens would hide; it also loads and generates in milliseconds.
+`z2v lab run serving-api` measures the app with SmolLM2.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from zero2vllm.labs.framework import CheckFailed, criterion
+from zero2vllm.labs.framework import CheckFailed, CheckWarning  # noqa: F401 - CheckWarning re-exported
 
-try:  # h1's framework adds warnings ("could not check: ..."); until then they read as failures
-    from zero2vllm.labs.framework import CheckWarning
-except ImportError:  # pragma: no cover - only before h1-labgate is merged
-    class CheckWarning(CheckFailed):
-        pass
 
 TIMEOUT_S = 60.0
-
-
-def crit(name: str, needs: tuple[str, ...] = ()):
-    """`criterion(name, needs=...)` where the framework has it, else plain `criterion(name)`."""
-    if needs and "needs" in inspect.signature(criterion).parameters:
-        return criterion(name, needs=needs)
-    return criterion(name)
 
 
 class Reply:
@@ -107,10 +96,8 @@ def _judge_model_dir(ctx) -> Path:
 
 
 def model_dir(ctx) -> Path:
-    from zero2vllm.models import ensure_model_dir
-
     if "model_dir" not in ctx.state:
-        ctx.state["model_dir"] = _judge_model_dir(ctx) if ctx.fast else ensure_model_dir("smollm2")
+        ctx.state["model_dir"] = _judge_model_dir(ctx)
     return ctx.state["model_dir"]
 
 
