@@ -71,16 +71,22 @@ def server(ctx):
 
 # -- the model ----------------------------------------------------------------------------------
 def _judge_model_dir(ctx) -> Path:
-    """The tiny random Llama with large redrawn weights and a louder EOS (see the docstring)."""
+    """The tiny random Llama with large redrawn weights and a louder EOS (see the docstring),
+    made once beside the other models (a temp dir, then an atomic rename)."""
+    import os
+    import shutil
     import tempfile
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from zero2vllm.models import ensure_tiny_model_dir
+    from zero2vllm.models import ensure_tiny_model_dir, model_cache_dir
 
+    target = model_cache_dir() / JUDGE
+    if (target / "config.json").exists():
+        return target
     tiny = ensure_tiny_model_dir()
-    target = Path(tempfile.mkdtemp(prefix="z2v-serving-judge-"))
+    tmp = Path(tempfile.mkdtemp(prefix=JUDGE + ".", dir=model_cache_dir()))
     model = AutoModelForCausalLM.from_pretrained(str(tiny))
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -88,11 +94,18 @@ def _judge_model_dir(ctx) -> Path:
             if "norm" not in name:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
         model.get_input_embeddings().weight[model.config.eos_token_id] *= 2.5  # tied: EOS's logit
-    model.save_pretrained(target)
+    model.save_pretrained(tmp)
     for f in tiny.iterdir():
         if f.name.startswith(("tokenizer", "special_tokens", "chat_template", "generation_config")):
-            (target / f.name).write_bytes(f.read_bytes())
+            shutil.copy(f, tmp / f.name)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another check made it first
+        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+JUDGE = "serving-judge-v1"  # a new name when the recipe above changes
 
 
 def model_dir(ctx) -> Path:
