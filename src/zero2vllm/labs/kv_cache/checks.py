@@ -9,13 +9,10 @@ matmul FLOPs), never taken from a formula or the code's structure.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 from zero2vllm.labs.framework import CheckFailed, CheckWarning, criterion
 from zero2vllm.labs.kv_cache.probe import (
-    SMALL, build, cached_call, close, flops, full, generate, held_bytes, not_greedy,
-    new_cache,
+    SMALL, build, cached_call, close, flops, full, generate, held_bytes, median_ms, new_cache,
+    not_greedy, rows_hint,
 )
 
 SHAPES = "cache holds the expected tensors"
@@ -137,13 +134,6 @@ def cache_memory(ctx):
     return f"{max(found):,} B held at {L} tokens x {B} sequences; the formula: {formula}"
 
 
-def rows_hint(got, want) -> str | None:
-    rows = [b for b in range(got.shape[0]) if not close(got[b], want[b])[0]]
-    if 0 < len(rows) < got.shape[0]:
-        return f"only batch rows {rows} are wrong: is the cache shared between batch rows?"
-    return None
-
-
 @criterion("cached logits equal uncached logits", needs=(SHAPES,))
 def cached_logits(ctx):
     import torch
@@ -208,7 +198,7 @@ def chunked(ctx):
                               hint="offset the causal mask by the cached length: query i of this call "
                                    "sits at position past + i (mask[past:past + T, :past + T])")
         start += size
-    return f"chunks of 5, 3, 1, 6, 2, 11 and 12 tokens onto the cache: every position matches"
+    return "chunks of 5, 3, 1, 6, 2, 11 and 12 tokens onto the cache: every position matches"
 
 
 @criterion("cached generation gives the same tokens", needs=(SHAPES,))
@@ -388,15 +378,6 @@ def work(ctx):
     return f"{detail}; generate: {cached / uncached:.1%} of the uncached loop's FLOPs"
 
 
-def _median_ms(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
 @criterion("time per token stays flat with the cache, grows without", needs=(SHAPES,))
 def flat_time(ctx):
     import torch
@@ -408,11 +389,11 @@ def flat_time(ctx):
     result = {}
     with torch.no_grad():
         for length in (short, long):
-            result[("plain", length)] = _median_ms(lambda: model(seq[:, :length]), reps)
+            result[("plain", length)] = median_ms(lambda: model(seq[:, :length]), reps)
             cache = new_cache(ctx, cfg)
             cached_call(model, seq[:, :length], cache)
             steps = iter(range(length, length + reps))
-            result[("cached", length)] = _median_ms(
+            result[("cached", length)] = median_ms(
                 lambda: cached_call(model, seq[:, next(steps)].view(1, 1), cache), reps)
     cs, cl = result[("cached", short)], result[("cached", long)]
     ps, pl = result[("plain", short)], result[("plain", long)]

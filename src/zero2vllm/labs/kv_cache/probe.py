@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-from zero2vllm.labs.framework import CheckFailed, CheckWarning  # noqa: F401 - CheckWarning re-exported
+from zero2vllm.labs.framework import CheckFailed
 
 
 SMALL = dict(vocab_size=65, block_size=48, n_layer=2, n_head=4, n_embd=32, dropout=0.0)
@@ -77,16 +77,6 @@ def close(a, b) -> tuple[bool, float]:
     """Equal up to float32 rounding of another (correct) order of operations."""
     err = (a - b).abs().max().item()
     return err <= 1e-3 * max(1.0, b.abs().max().item()), err
-
-
-def greedy(model, idx, new: int, block: int):
-    """Greedy tokens from the uncached model over a sliding window of `block` tokens."""
-    import torch
-
-    for _ in range(new):
-        nxt = full(model, idx[:, -block:])[:, -1].argmax(-1, keepdim=True)
-        idx = torch.cat((idx, nxt), dim=1)
-    return idx
 
 
 def not_greedy(model, prompt, got, block: int):
@@ -237,3 +227,22 @@ def flops(fn) -> int:
     with Count():
         fn()
     return total[0]
+
+
+def rows_hint(got, want) -> str | None:
+    rows = [b for b in range(got.shape[0]) if not close(got[b], want[b])[0]]
+    if 0 < len(rows) < got.shape[0]:
+        return f"only batch rows {rows} are wrong: is the cache shared between batch rows?"
+    return None
+
+
+def median_ms(fn, reps: int) -> float:
+    import statistics
+    import time
+
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from zero2vllm.labs.framework import CheckFailed, CheckWarning  # noqa: F401 - CheckWarning re-exported
+from zero2vllm.labs.framework import CheckFailed
 
 
 TIMEOUT_S = 60.0
@@ -124,34 +124,41 @@ def reference(ctx):
     return ctx.state["ref"]
 
 
-def expected(ctx, prompt: str, max_new: int):
-    """The model's own greedy continuation: (text of the new tokens, prompt tokens, new tokens
-    including an EOS, whether it ended on EOS)."""
+LONGEST = 16  # no criterion asks for more new tokens; one greedy run per prompt serves all
+
+
+def _greedy(ctx, prompt: str):
+    """Prompt ids, the greedy continuation's ids (up to LONGEST) and the logits that chose them."""
     import torch
 
-    key = ("greedy", prompt, max_new)
+    key = ("greedy", prompt)
     if key not in ctx.state:
         model, tok = reference(ctx)
         ids = tok(prompt, return_tensors="pt").input_ids
         with torch.inference_mode():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=LONGEST,
                                  do_sample=False, pad_token_id=tok.eos_token_id)
-        new = out[0, ids.shape[1]:]
-        eos = len(new) > 0 and int(new[-1]) == model.config.eos_token_id
-        ctx.state[key] = (tok.decode(new, skip_special_tokens=True), ids.shape[1], len(new), eos)
+            logits = model(out).logits[0, ids.shape[1] - 1:-1].float()
+        ctx.state[key] = (ids, out[0, ids.shape[1]:], logits)
     return ctx.state[key]
+
+
+def expected(ctx, prompt: str, max_new: int):
+    """The model's own greedy continuation: (text of the new tokens, prompt tokens, new tokens
+    including an EOS, whether it ended on EOS). Greedy decoding of n tokens is the first n of a
+    longer one, so one run per prompt answers every length."""
+    model, tok = reference(ctx)
+    ids, new, _ = _greedy(ctx, prompt)
+    new = new[:max_new]
+    eos = len(new) > 0 and int(new[-1]) == model.config.eos_token_id
+    return tok.decode(new, skip_special_tokens=True), ids.shape[1], len(new), eos
 
 
 def greedy_odds(ctx, prompt: str, max_new: int, temperature: float) -> float:
     """The chance that sampling at `temperature` reproduces the greedy continuation exactly."""
     import torch
 
-    model, tok = reference(ctx)
-    text, n_prompt, n_new, _ = expected(ctx, prompt, max_new)
-    ids = tok(prompt, return_tensors="pt").input_ids
-    with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
-                             do_sample=False, pad_token_id=tok.eos_token_id)
-        logits = model(out).logits[0, n_prompt - 1:-1].float()
+    _, new, logits = _greedy(ctx, prompt)
+    new, logits = new[:max_new], logits[:max_new]
     probs = torch.softmax(logits / temperature, dim=-1)
-    return probs.gather(-1, out[0, n_prompt:, None]).prod().item()
+    return probs.gather(-1, new[:, None]).prod().item()
