@@ -69,7 +69,7 @@ def test_generate_ignores_the_cache(home, tmp_path):
     """Right tokens, but the whole sequence fed every step: the measured FLOPs say so."""
     path = mutant(tmp_path, "logits, _ = self(idx_next, kv_cache=cache)  # decode",
                   "logits, _ = self(idx)  # decode")
-    work = "decoding does one token's work, not the whole prefix"
+    work = "decoding does one token's work (not the whole prefix)"
     crit = by_name(run_check(LAB, path, fast=True, only=["cached generation gives the same tokens", work]))
     assert crit["cached generation gives the same tokens"]["passed"]
     assert "as much work as running the whole prefix" in crit[work]["detail"]

@@ -342,7 +342,7 @@ def sampling(ctx):
     return "top_k=3, temperature 1 and 1e-4 behave as they should with the cache"
 
 
-@criterion("decoding does one token's work, not the whole prefix", needs=(SHAPES,))
+@criterion("decoding does one token's work (not the whole prefix)", needs=(SHAPES,))
 def work(ctx):
     import torch
 

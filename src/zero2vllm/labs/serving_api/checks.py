@@ -94,7 +94,7 @@ def generate(ctx):
     return f"{PROMPT!r} -> {text!r} ({n_new} tokens, {data['latency_ms']:.0f} ms)"
 
 
-@criterion("token counts are the tokenizer's, max_new_tokens is honoured", needs=(GREEDY,))
+@criterion("token counts are the tokenizer's and max_new_tokens is honoured", needs=(GREEDY,))
 def token_counts(ctx):
     early = None
     for prompt in PROMPTS:
