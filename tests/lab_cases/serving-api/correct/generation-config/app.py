@@ -48,7 +48,7 @@ def create_app(model_dir: str):
         n_in = enc["input_ids"].size(1)
         if n_in + n > model.config.max_position_embeddings:
             return error("prompt: too long for max_new_tokens within the context")
-        cfg = GenerationConfig(max_new_tokens=n, do_sample=temp > 0, temperature=temp if temp > 0 else 1.0,
+        cfg = GenerationConfig(max_new_tokens=n, do_sample=temp > 0, temperature=float(temp) if temp > 0 else 1.0,
                                top_k=0 if temp > 0 else None, top_p=1.0,
                                eos_token_id=model.config.eos_token_id, pad_token_id=tokenizer.eos_token_id)
         with gate, torch.no_grad():
