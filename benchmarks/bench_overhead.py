@@ -26,13 +26,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from zero2vllm.bench import run_benchmark  # noqa: E402
+from zero2vllm.instruments.bench import run_benchmark  # noqa: E402
 
 
 def start_fake(*args: str) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen([sys.executable, "-m", "zero2vllm.serving.fake", *args],
+    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "..", "tests", "fake_server.py"), *args],
                             stdout=subprocess.PIPE, text=True, env=env)
     return proc, proc.stdout.readline().split()[-1]
 

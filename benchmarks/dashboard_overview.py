@@ -42,12 +42,12 @@ TODAY = "2027-01-05T10:30:00"  # week 7 of a plan starting 2026-11-23: most of t
 def build_store(home: Path, entries: int, seed: int = 0) -> None:
     os.environ["ZERO2VLLM_HOME"] = str(home)
     os.environ["ZERO2VLLM_NOW"] = TODAY
-    from zero2vllm import tracker
+    from zero2vllm.tracker import progress
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db_path())
-    plan = tracker.load_plan(store)
+    plan = progress.load_plan(store)
     store.set_start_date("2026-11-23")
     ids = [i.id for i in plan.items()]
     rng = random.Random(seed)
@@ -139,7 +139,7 @@ def writer(home: Path, every: float, stop: threading.Event) -> None:
     """Another process's writes: `z2v log` through the library, as the CLI does."""
     code = (
         "import os,sys,time\n"
-        "from zero2vllm.store import Store\nfrom zero2vllm.paths import db_path\n"
+        "from zero2vllm.tracker.store import Store\nfrom zero2vllm.paths import db_path\n"
         "s=Store.open(db_path())\n"
         "while True:\n"
         "    s.log_time('w1.illustrated-transformer','2027-01-05',60,'log 1m')\n"

@@ -198,7 +198,7 @@ def measure_http(engine: LLMEngine, args) -> dict:
     if not ready.wait(60):
         raise RuntimeError("the HTTP server did not start")
     client = (  # its own process (own GIL), stdlib only: the image needs no click
-        "import json, sys; sys.path.insert(0, sys.argv[1]); from zero2vllm.bench import run_benchmark; "
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from zero2vllm.instruments.bench import run_benchmark; "
         "n, i, o = map(int, sys.argv[3:6]); print(json.dumps(run_benchmark(sys.argv[2], api='openai', "
         "concurrency=[n], num_requests=n, input_len=i, output_len=o, prompt_format='ids', metrics_url=None)))")
     src = str(Path(__file__).resolve().parents[1] / "src")

@@ -14,8 +14,8 @@ prompts are token ids: the naive API takes `prompt_token_ids` and returns `token
 Two parts, each in its own process so neither shares the GPU or the GIL with the other:
   1. baseline: `model.generate` called directly, as hf_naive_baseline.py does: one request of
      128+128 after a warm-up, 8 sequential requests, static batches of 8, 32 and 64.
-  2. the naive API (zero2vllm.serving.naive: Flask, one request at a time) in a server process,
-     driven by zero2vllm.bench.run_benchmark at each --concurrency level over loopback, with the
+  2. the naive API (zero2vllm.instruments.naive: Flask, one request at a time) in a server process,
+     driven by zero2vllm.instruments.bench.run_benchmark at each --concurrency level over loopback, with the
      server's RSS and CUDA memory sampled from its /metrics.
 Expect the API's output throughput to stay near the sequential baseline at every concurrency
 (one request at a time), far below the static batches: that gap is what batching buys.
@@ -106,7 +106,7 @@ def serve(args) -> None:
     """Child process: build the model, serve it with the naive API, print the URL."""
     import torch
 
-    from zero2vllm.serving.naive import NaiveServer, create_app, make_http_server
+    from zero2vllm.instruments.naive import NaiveServer, create_app, make_http_server
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +120,7 @@ def serve(args) -> None:
 
 
 def run_api(args) -> dict:
-    from zero2vllm.bench import format_run, format_summary, run_benchmark
+    from zero2vllm.instruments.bench import format_run, format_summary, run_benchmark
 
     env = dict(os.environ)
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")

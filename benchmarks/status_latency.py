@@ -24,12 +24,12 @@ from pathlib import Path
 
 
 def fill(home: Path, entries: int) -> None:
-    from zero2vllm import tracker
-    from zero2vllm.store import Store
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(home / "zero2vllm.db")
-    plan = tracker.load_plan(store)
-    store.set_start_date(tracker.monday_of(date.today() - timedelta(days=35)).isoformat())
+    plan = progress.load_plan(store)
+    store.set_start_date(progress.monday_of(date.today() - timedelta(days=35)).isoformat())
     ids = [i.id for i in plan.items()]
     rng = random.Random(0)
     with store.transaction():

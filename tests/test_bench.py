@@ -13,16 +13,16 @@ import urllib.request
 import pytest
 from model_cache import smollm2_dir, tiny_model_dir  # noqa: F401
 
-from zero2vllm import bench as B
+from zero2vllm.instruments import bench as B
 
 
 @pytest.fixture
 def fake_server():
-    """Start `python -m zero2vllm.serving.fake` in its own process (not sharing our GIL)."""
+    """Start tests/fake_server.py in its own process (not sharing our GIL)."""
     procs = []
 
     def start(*args):
-        p = subprocess.Popen([sys.executable, "-m", "zero2vllm.serving.fake", *args],
+        p = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "fake_server.py"), *args],
                              stdout=subprocess.PIPE, text=True)
         procs.append(p)
         return p.stdout.readline().split()[-1]
@@ -103,7 +103,7 @@ def test_poisson_arrivals_and_overhead(fake_server):
 def test_bench_cli_against_the_naive_api(tiny_model_dir, z2v, home, tmp_path, request):
     """The week-2 lesson, measured: one request at a time, so throughput stays flat."""
     from zero2vllm.models import load_model
-    from zero2vllm.serving.naive import NaiveServer, ServerThread, create_app
+    from zero2vllm.instruments.naive import NaiveServer, ServerThread, create_app
 
     import torch
 
@@ -134,7 +134,7 @@ def test_bench_cli_against_the_naive_api(tiny_model_dir, z2v, home, tmp_path, re
     assert runs[0]["memory"]["rss_bytes"]["max"] > 100 * 2**20
     for png in data["artifacts"]:
         assert os.path.getsize(png) > 5000
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     (row,) = Store.open(home / "zero2vllm.db").lab_runs("serving-api", kind="bench")
     assert row["passed"] and row["metrics"]["levels"][1]["concurrency"] == 4

@@ -189,7 +189,7 @@ def test_import_good_plan_by_upload_and_export(client, z2v):
 
 def test_artifacts_only_from_inside_the_data_dir(client, home, tmp_path):
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     inside = home / "labs" / "transformer" / "loss.csv"
     inside.parent.mkdir(parents=True)
@@ -213,7 +213,7 @@ def test_artifacts_only_from_inside_the_data_dir(client, home, tmp_path):
 
 def test_lab_history_with_criteria(client, home):
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db_path())
     store.add_lab_run("transformer", False, criteria=[
@@ -240,7 +240,8 @@ def test_unknown_host_header_is_refused(client):
 
 
 def test_streaks_and_burnup_numbers(home, monkeypatch):
-    from zero2vllm import tracker, views_data
+    from zero2vllm.tracker import progress
+    from zero2vllm.web import views_data
 
     by_day = {"2026-11-23": 3600, "2026-11-24": 1800, "2026-11-26": 600, "2026-11-27": 60,
               "2026-11-28": 7200}
@@ -249,11 +250,11 @@ def test_streaks_and_burnup_numbers(home, monkeypatch):
     assert views_data.streaks(by_day, date(2026, 11, 30))["current"] == 0
 
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     monkeypatch.setenv("ZERO2VLLM_NOW", "2026-11-25T12:00:00")
     store = Store.open(db_path())
-    plan = tracker.load_plan(store)
+    plan = progress.load_plan(store)
     store.set_start_date("2026-11-23")
     store.log_time("w1.illustrated-transformer", "2026-11-20", 3600, "before the start")
     store.log_time("w1.illustrated-transformer", "2026-11-24", 1800, "log")
@@ -262,7 +263,7 @@ def test_streaks_and_burnup_numbers(home, monkeypatch):
     imported = 0.5  # the bundled plan's "watched for 30 min", logged on the import day
     assert b["done"][-1] == pytest.approx(1.5 + imported, abs=0.01)
     assert b["planned"][1] == pytest.approx(2.0)  # Monday-Tuesday (2 hours): 1h a day
-    assert b["planned"][-1] == pytest.approx(sum(tracker.planned_hours_by_day(plan, date(2026, 11, 23)).values()))
+    assert b["planned"][-1] == pytest.approx(sum(progress.planned_hours_by_day(plan, date(2026, 11, 23)).values()))
     store.close()
 
 
@@ -302,7 +303,7 @@ def test_cached_overview_serves_the_same_page_and_still_shows_messages(app, z2v)
 
 def test_a_stored_plan_that_no_longer_parses_is_a_page_with_the_way_out(client, home):
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db_path())
     store.set_plan("no weeks in here\n", "hand-edited")

@@ -190,7 +190,7 @@ def test_form_errors_csrf_and_a_good_run(client, home):
 
 
 def test_only_the_newest_traces_are_kept(home):
-    from zero2vllm import traces
+    from zero2vllm.engine import traces
 
     record = {"settings": {"prompts": ["x"]}, "rounds": [], "block_size": 4, "num_blocks": 8, "budget_tokens": 8}
     paths = [traces.save(record) for _ in range(traces.KEEP + 3)]

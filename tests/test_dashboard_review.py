@@ -37,7 +37,7 @@ def shown_card(html: str) -> str | None:
 
 def stored(db) -> tuple[dict, list]:
     """Every card's FSRS state and due time, and every review, from a database file."""
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db)
     try:
@@ -144,7 +144,7 @@ def test_counts_on_the_page_and_the_overview_match_the_cli(client, z2v):
 
 
 def test_without_fsrs_the_page_says_what_to_install(client, monkeypatch):
-    from zero2vllm import views_data
+    from zero2vllm.web import views_data
 
     monkeypatch.setattr(views_data, "review_installed", lambda: False)
     resp = client.get("/review")

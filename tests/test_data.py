@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 from zero2vllm.paths import default_plan_path
-from zero2vllm.store import SCHEMA_VERSION, Store
+from zero2vllm.tracker.store import SCHEMA_VERSION, Store
 
 from conftest import DATA, run_cli
 
@@ -107,7 +107,7 @@ def test_import_refuses_what_is_not_an_export(home, z2v, tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
     store = Store.open(sys.argv[1])
     i = 0
     while True:

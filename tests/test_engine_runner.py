@@ -140,7 +140,7 @@ def test_benchmark_scripts_run_on_the_cpu(tiny_dir):
 KERNEL_CHECK = """
 import sys, torch
 from zero2vllm.engine import EngineConfig, LLMEngine, SamplingParams
-from zero2vllm.engine.triton_attention import load_decode_kernel
+from zero2vllm.engine.kernels.triton_attention import load_decode_kernel
 for kv_heads, heads, dtype in ((3, 9, torch.float32), (8, 32, torch.float32), (2, 2, torch.bfloat16)):
     cache = torch.zeros(20, 16, 2, kv_heads, 64, dtype=dtype)
     assert load_decode_kernel(cache, heads) is not None, (kv_heads, heads, dtype)
@@ -237,7 +237,7 @@ def test_cpu_decode_kernel_equals_dense_attention(heads, kvh, bs, d):
     import torch.nn.functional as F
 
     from zero2vllm.engine.attention import build_group
-    from zero2vllm.engine.cpu_attention import load_cpu_decode_kernel
+    from zero2vllm.engine.kernels.cpu_attention import load_cpu_decode_kernel
 
     if not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip("no C++ compiler: the engine falls back to the PyTorch path (tested above)")

@@ -162,7 +162,7 @@ def test_concurrent_streams_metrics_and_disconnects(server):
 
 
 def test_z2v_bench_measures_the_engine(server):
-    from zero2vllm.bench import run_benchmark
+    from zero2vllm.instruments.bench import run_benchmark
 
     base, _ = server
     result = run_benchmark(base, api="openai", concurrency=[4], num_requests=8, input_len=20, output_len=10,
@@ -203,7 +203,7 @@ def test_compare_starts_the_engine_and_reports_its_kv_utilisation(tiny_dir, z2v,
     text = (tmp_path / "cmp" / "compare.md").read_text()
     assert "| KV util |" in text and "of its allocated KV slots held tokens" in text
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     (run,) = Store.open(db_path()).lab_runs("vllm", kind="compare")
     assert run["passed"] and run["criteria"][0]["name"] == "engine measured" and run["criteria"][0]["passed"]

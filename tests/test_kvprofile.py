@@ -19,7 +19,7 @@ def run_cli(*args):
 
 
 def test_formula_and_tensor_walk():
-    from zero2vllm.kvprofile import formula_bytes, line_fit, tensors_bytes
+    from zero2vllm.instruments.kvprofile import formula_bytes, line_fit, tensors_bytes
 
     assert formula_bytes(30, 3, 64, 4, 1) == 46_080  # SmolLM2 fp32
     assert formula_bytes(16, 8, 64, 2, 1) == 32 * 1024  # Llama 3.2 1B bf16
@@ -74,7 +74,7 @@ def test_smollm2_kv_equals_formula_at_every_length(home, smollm2_dir):
                 "--threads", "1")
     assert r.exit_code == 0, r.output
     assert "46,080 B per token" in r.output and "measured == formula at every length" in r.output
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(home / "zero2vllm.db")
     (run,) = store.lab_runs("kv-cache", kind="profile")

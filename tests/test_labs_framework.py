@@ -109,12 +109,13 @@ def test_check_dispatches_other_subjects_by_name(z2v, tmp_path):
 
 
 def test_every_lab_names_an_item_of_the_bundled_plan(z2v, home):
-    from zero2vllm import evidence, tracker
+    from zero2vllm.tracker import evidence
+    from zero2vllm.tracker import progress
     from zero2vllm.labs import all_labs
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(home / "zero2vllm.db")
-    plan = tracker.load_plan(store)
+    plan = progress.load_plan(store)
     for lab in all_labs().values():
         item = evidence.plan_item(lab, plan)
         assert item is not None and item.week == lab.week, lab.id

@@ -132,7 +132,7 @@ def test_profile_the_learners_model(z2v, home, tmp_path):
     finally:
         os.chdir(cwd)
     assert "4,096 B per token" in r.output and "measured == formula at every length" in r.output
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     (run,) = Store.open(home / "zero2vllm.db").lab_runs("kv-cache", kind="profile")
     assert run["passed"] and run["metrics"]["fit_slope"] == pytest.approx(4096)
@@ -148,7 +148,7 @@ def test_check_cli_reference_json(z2v):
 def test_lab_run_profiles_the_reference(z2v, home):
     r = z2v("lab", "run", "kv-cache", "--steps", "1")
     assert "measured == formula at every length" in r.output
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     (run,) = Store.open(home / "zero2vllm.db").lab_runs("kv-cache", kind="run")
     assert run["passed"] and run["metrics"]["bytes_per_token"] == 4096

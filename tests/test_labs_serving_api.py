@@ -91,7 +91,7 @@ def test_lab_run_benchmarks_the_app(z2v, home, smollm2_dir):
     """`z2v lab run serving-api`: serve the reference with SmolLM2, bench it, keep the evidence."""
     r = z2v("lab", "run", "serving-api", "--steps", "2")
     assert "generate API at http://127.0.0.1" in r.output and "output throughput x" in r.output
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     (run,) = Store.open(home / "zero2vllm.db").lab_runs("serving-api", kind="run")
     assert run["passed"] and [lv["concurrency"] for lv in run["metrics"]["levels"]] == [1, 4]

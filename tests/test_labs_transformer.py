@@ -104,7 +104,7 @@ def test_reference_passes_every_real_criterion_and_ticks_the_deliverable(z2v, ho
 
     assert report["metrics"]["val_loss"] <= CHECK_BAR
 
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
     from zero2vllm.paths import db_path
 
     store = Store.open(db_path())
@@ -129,7 +129,7 @@ def test_untouched_scaffold_fails_and_is_recorded(z2v, home, tmp_path):
     assert all("NotImplementedError" in c["detail"] or "TODO" in c["detail"] for c in failed)
 
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     store = Store.open(db_path())
     runs = store.lab_runs("transformer")
@@ -156,7 +156,7 @@ def test_init_never_overwrites(z2v, tmp_path):
 def test_reference_and_partial_checks_are_not_recorded(z2v, home):
     z2v("check", "transformer", "--reference", "--only", "output shapes")
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     assert Store.open(db_path()).lab_runs("transformer") == []
 
@@ -171,7 +171,7 @@ def test_lab_run_trains_plots_saves_and_samples(z2v, home):
     out = result.output
     assert "val loss" in out and "sample" in out
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     runs = Store.open(db_path()).lab_runs("transformer", kind="run")
     assert len(runs) == 1 and runs[0]["metrics"]["steps"] == 10

@@ -17,7 +17,7 @@ pytest.importorskip("flask")
 
 
 def make_server(folder, **kw):
-    from zero2vllm.serving.naive import NaiveServer, ServerThread, create_app
+    from zero2vllm.instruments.naive import NaiveServer, ServerThread, create_app
     from zero2vllm.models import load_model
 
     model, tok, _ = load_model(str(folder))
@@ -129,7 +129,7 @@ def test_contract_errors_and_fuzz(tiny_model_dir):
         code, out = post(st.url, {"prompt": "hello", "max_new_tokens": 2, "ignore_eos": True})
         assert code == 200 and out["completion_tokens"] == 2
         _, metrics = get(st.url, "/metrics")
-        from zero2vllm.serving.metrics import parse_prometheus
+        from zero2vllm.instruments.metrics import parse_prometheus
 
         m = parse_prometheus(metrics)
         assert m['z2v_requests_total{code="400",endpoint="/generate"}'] >= len(cases) + 50

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zero2vllm import plan as P
-from zero2vllm.durations import DurationError, format_duration, parse_duration
+from zero2vllm.tracker import plan as P
+from zero2vllm.tracker.durations import DurationError, format_duration, parse_duration
 from zero2vllm.paths import default_plan_path
 
 from conftest import DATA

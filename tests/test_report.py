@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from zero2vllm import tracker
-from zero2vllm.store import Store
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.store import Store
 
 from conftest import DATA
 
@@ -27,7 +27,7 @@ def png_size(blob: bytes) -> tuple[int, int]:
 def week1(home, z2v):
     """A week 1 in progress on the real clock (lab runs are stamped with it): time on two days,
     two items done (one by a passing summary), a profile run with numbers, three reviews."""
-    monday = tracker.monday_of(date.today())
+    monday = progress.monday_of(date.today())
     z2v("plan", "start", "--on", monday.isoformat())
     z2v("log", "w1.illustrated", "1h30m", "--on", monday.isoformat())
     z2v("log", "w1.intro", "45m", "--on", date.today().isoformat())
@@ -102,7 +102,7 @@ def test_future_week_and_errors(home, z2v, week1):
     out = z2v("report", "--week", "3", "-o", "-").output
     assert "(future week)" in out
     assert "0.0 h logged this week" in out
-    start = tracker.monday_of(date.today()) + timedelta(days=14)
+    start = progress.monday_of(date.today()) + timedelta(days=14)
     assert f"| What is continuous batching? | new | 0 | from {start} | new |" in out
     assert "No lab runs for this week yet" in out
     assert z2v("report", "--week", "12", expect=2).output.startswith("Error: there is no week 12")

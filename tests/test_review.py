@@ -8,8 +8,9 @@ import sys
 import zlib
 from datetime import date, datetime, timedelta, timezone
 
-from zero2vllm import review, tracker
-from zero2vllm.store import Store
+from zero2vllm.tracker import review
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.store import Store
 
 START = date(2025, 3, 3)  # a Monday: week 1 of the plan
 
@@ -54,7 +55,7 @@ def test_sixty_days_of_sessions_follow_fsrs_and_week_gates(home, z2v, monkeypatc
         if again_day is None and day >= 25:
             # forget everything once, on the first day a card with a long interval is due
             s = open_store(home)
-            plan = tracker.load_plan(s)
+            plan = progress.load_plan(s)
             now = datetime.fromisoformat(at(day)).astimezone()
             due = review.due_cards(s, plan, now)
             s.close()
@@ -68,7 +69,7 @@ def test_sixty_days_of_sessions_follow_fsrs_and_week_gates(home, z2v, monkeypatc
     assert again_day is not None
 
     s = open_store(home)
-    plan = tracker.load_plan(s)
+    plan = progress.load_plan(s)
     starts = review.week_starts(s, plan)
     cards = {c["id"]: c for c in s.cards()}
     reviews = s.reviews()
@@ -79,7 +80,7 @@ def test_sixty_days_of_sessions_follow_fsrs_and_week_gates(home, z2v, monkeypatc
     for card_id, row in cards.items():
         mine = [r for r in reviews if r["card_id"] == card_id]
         # the week gate: no review before the card's week starts, and the first on that very day
-        first_day = tracker.local_day(datetime.fromisoformat(mine[0]["at"]))
+        first_day = progress.local_day(datetime.fromisoformat(mine[0]["at"]))
         assert first_day == starts[row["week"]], card_id
         steps = replay(card_id, mine)
         # the stored schedule is exactly FSRS's: state, stability, difficulty, due
@@ -147,7 +148,7 @@ def test_own_cards_gates_and_errors(home, z2v, monkeypatch):
     assert due == {"w1.k.attention-computing", "w1.k.self-attention", "w1.k.whats-kv-cache",
                    "u.decode-memory-bound"}
     s = open_store(home)
-    plan = tracker.load_plan(s)
+    plan = progress.load_plan(s)
     try:
         review.rate(s, "u.does-block-table-map", 3, datetime.fromisoformat(at(0)).astimezone())
         raise AssertionError("a held card was rated")

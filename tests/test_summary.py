@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from zero2vllm.store import Store
+from zero2vllm.tracker.store import Store
 
 from conftest import DATA
 

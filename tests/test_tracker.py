@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from zero2vllm import tracker
-from zero2vllm.store import SCHEMA_VERSION, Store
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.store import SCHEMA_VERSION, Store
 
 from conftest import DATA, SEED, run_cli
 
@@ -143,8 +143,8 @@ def test_notes(z2v, home):
     ("flask", "w2.build-naive-llm-serving"),
 ])
 def test_item_references(ref, expected):
-    plan = tracker.planlib.parse(tracker_default_text())
-    assert tracker.resolve(plan, ref).id == expected
+    plan = progress.planlib.parse(tracker_default_text())
+    assert progress.resolve(plan, ref).id == expected
 
 
 def tracker_default_text() -> str:
@@ -221,7 +221,7 @@ def test_a_killed_process_leaves_the_timer_recoverable(home):
     # a process that holds the write lock mid-change when it is killed: nothing half-written remains
     code = textwrap.dedent("""
         import sys, time
-        from zero2vllm.store import Store
+        from zero2vllm.tracker.store import Store
         s = Store.open(sys.argv[1])
         s.conn.execute("BEGIN IMMEDIATE")
         s.conn.execute("DELETE FROM timer")
@@ -242,7 +242,7 @@ def test_two_concurrent_writers_lose_nothing(home):
     run_cli("status")
     code = textwrap.dedent("""
         import sys
-        from zero2vllm.store import Store
+        from zero2vllm.tracker.store import Store
         s = Store.open(sys.argv[1])
         for i in range(150):
             s.log_time(sys.argv[2], "2026-11-24", 60, "concurrent log")

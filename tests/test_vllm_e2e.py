@@ -63,7 +63,7 @@ def healthy(url: str) -> bool:
 def test_install_serve_complete_benchmark_compare_check(home, tmp_path, smollm2_dir):  # noqa: F811
     import psutil
 
-    from zero2vllm.bench import run_benchmark
+    from zero2vllm.instruments.bench import run_benchmark
 
     env = {**os.environ, "ZERO2VLLM_VLLM_VENV": str(persistent_venv())}
     timings = {}

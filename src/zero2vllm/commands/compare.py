@@ -1,6 +1,6 @@
 """`z2v compare`: the naive API against real vLLM (and any other server), one table, one plot.
 
-The work is zero2vllm.compare (which runs zero2vllm.bench for every target); this module parses
+The work is zero2vllm.instruments.compare (which runs zero2vllm.instruments.bench for every target); this module parses
 options, prints, and records the comparison as evidence of the `vllm` lab.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 
 @click.command("compare")
@@ -61,7 +61,7 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     contiguous per-request cache would use. The table goes to the terminal, compare.md, and the
     store (evidence for `z2v check vllm`); the plot to compare.png.
     """
-    from zero2vllm import compare as C
+    from zero2vllm.instruments import compare as C
     from zero2vllm.commands.bench import parse_concurrency
     from zero2vllm.paths import data_dir
 
@@ -124,7 +124,7 @@ def compare(app, concurrency, num_requests, input_len, output_len, naive_url, vl
     complete = bool(measured) and all(r["failed"] == 0 for t in measured for r in t["runs"])
     artifacts = [str(out_dir / n) for n in ("compare.json", "compare.md", "compare.png")
                  if (out_dir / n).exists()]
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     evidence.record(app.store, {
         "lab": "vllm", "kind": "compare",

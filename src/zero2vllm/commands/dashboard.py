@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 
 @click.command("dashboard")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 EXPORT_FORMAT = "zero2vllm-export"
 EXPORT_VERSION = 1
@@ -53,7 +53,7 @@ def _dumps(doc: dict) -> str:
 def export_cmd(app: AppContext, everything: bool, output: Path | None) -> None:
     """Write everything the store holds to one JSON file (`z2v import --all` restores it)."""
     from zero2vllm import __version__
-    from zero2vllm.store import iso, utcnow
+    from zero2vllm.tracker.store import iso, utcnow
 
     if not everything:
         raise Z2VError("say what to export: --all (everything); the plan text alone is `z2v plan export`")
@@ -79,7 +79,7 @@ def export_cmd(app: AppContext, everything: bool, output: Path | None) -> None:
 @pass_app
 def import_cmd(app: AppContext, everything: bool, file: Path) -> None:
     """Restore FILE from `z2v export --all` into an empty store, row for row."""
-    from zero2vllm.store import StoreError
+    from zero2vllm.tracker.store import StoreError
 
     if not everything:
         raise Z2VError("say what to import: --all FILE (an export); a plan text is `z2v plan import FILE`")
@@ -117,7 +117,7 @@ def backup_cmd(app: AppContext, dest: Path | None) -> None:
     import sqlite3
 
     from zero2vllm.paths import data_dir
-    from zero2vllm.store import Store
+    from zero2vllm.tracker.store import Store
 
     name = f"zero2vllm-{time.strftime('%Y%m%d-%H%M%S')}.db"
     if dest is None:

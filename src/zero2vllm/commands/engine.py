@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from zero2vllm.cli import Z2VError
-from zero2vllm.traces import DEFAULTS, KEEP
+from zero2vllm.commands._app import Z2VError
+from zero2vllm.engine.traces import DEFAULTS, KEEP
 
 
 @click.group("engine")

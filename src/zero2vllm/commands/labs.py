@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 
 def _lab_or_error(lab_id: str):
@@ -25,7 +25,7 @@ def _lab_or_error(lab_id: str):
 
 
 def _load_plan(store):
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     return evidence.plan_or_none(store)
 
@@ -41,7 +41,7 @@ def lab_group() -> None:
 @pass_app
 def lab_list(app, as_json: bool) -> None:
     """Every lab with its plan item, status and last check."""
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     store = app.store
     plan = _load_plan(store)
@@ -120,7 +120,7 @@ def lab_run(app, lab_id: str, code: Path | None, device: str, steps: int | None)
         outcome = runner.run(code=code, device=device, steps=steps, out_dir=out_dir, echo=click.echo)
     except runner.RunError as exc:
         raise Z2VError(str(exc)) from None
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
     from zero2vllm.labs.check import files_hash
 
     evidence.record(app.store, {
@@ -147,7 +147,7 @@ def lab_dev_check(app, lab_id: str | None, cases_dir: Path | None, jobs: int, as
     """Check the labs' verdicts: the scaffold fails on its named criterion, the reference and
     every correct variant pass, every known mistake fails on its named criterion. Exit 1 on
     any deviation."""
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
     from zero2vllm.labs import all_labs
     from zero2vllm.labs import devcheck as D
 
@@ -294,7 +294,7 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
 
     marked = None
     if not reference and not partial:
-        from zero2vllm import evidence
+        from zero2vllm.tracker import evidence
 
         marked = evidence.record(app.store, {
             "lab": lab.id, "kind": "check", "passed": result.passed,
@@ -348,7 +348,7 @@ def _echo_criterion(crit: dict, seconds: float | None, seen_causes: set | None =
 def _check_inputs(store, lab) -> dict:
     """What LAB's checks need from the store, read here and passed in (the check process never
     opens the store, so `--db` is honoured)."""
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     return evidence.check_inputs(store, lab)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 
 @click.group("plan")
@@ -15,8 +15,8 @@ def plan_group() -> None:
 
 
 def _load_file(path: Path):
-    from zero2vllm.plan import PlanError
-    from zero2vllm.tracker import read_plan_file
+    from zero2vllm.tracker.plan import PlanError
+    from zero2vllm.tracker.progress import read_plan_file
 
     try:
         return read_plan_file(path)
@@ -33,7 +33,7 @@ def _load_file(path: Path):
 @pass_app
 def plan_show(app: AppContext, file: Path | None, as_json: bool, fmt: str | None) -> None:
     """Show the plan (stored, or parsed from --file) as text or JSON."""
-    from zero2vllm import tracker
+    from zero2vllm.tracker import progress
     from zero2vllm.ui import echo_json
 
     fmt = "json" if as_json else (fmt or "text")
@@ -44,11 +44,11 @@ def plan_show(app: AppContext, file: Path | None, as_json: bool, fmt: str | None
         else:
             click.echo(text, nl=False)
         return
-    plan = tracker.load_plan(app.store)
+    plan = progress.load_plan(app.store)
     if fmt == "json":
         echo_json(plan.to_dict())
     else:
-        click.echo(tracker.export_text(app.store, plan), nl=False)
+        click.echo(progress.export_text(app.store, plan), nl=False)
 
 
 @plan_group.command("import")
@@ -56,7 +56,7 @@ def plan_show(app: AppContext, file: Path | None, as_json: bool, fmt: str | None
 @pass_app
 def plan_import(app: AppContext, file: Path) -> None:
     """Import a plan text; keeps progress of items whose ids survive, takes progress from annotations."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
 
     text, _ = _load_file(file)  # read and parsed here, so an error names the file and its line
     _, lines = actions.import_plan_text(app.store, text, str(file))
@@ -76,12 +76,12 @@ def plan_export(app: AppContext, fmt: str, output: Path | None) -> None:
     import io
     import json
 
-    from zero2vllm import tracker
+    from zero2vllm.tracker import progress
 
-    plan = tracker.load_plan(app.store)
-    prog = tracker.progress(app.store, plan)
+    plan = progress.load_plan(app.store)
+    prog = progress.progress(app.store, plan)
     if fmt == "text":
-        out = tracker.export_text(app.store, plan)
+        out = progress.export_text(app.store, plan)
     elif fmt == "json":
         data = plan.to_dict()
         data["progress"] = {k: v.__dict__ for k, v in prog.items()}
@@ -107,7 +107,7 @@ def plan_export(app: AppContext, fmt: str, output: Path | None) -> None:
 @pass_app
 def plan_start(app: AppContext, on: str | None) -> None:
     """Set the date the plan starts (the Monday of week 1)."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
     from zero2vllm.commands.track import run_action
 
     click.echo(run_action(actions.set_start_date, app.store, on))

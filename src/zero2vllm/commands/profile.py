@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError, pass_app
+from zero2vllm.commands._app import Z2VError, pass_app
 
 
 @click.group()
@@ -48,7 +48,7 @@ def _is_learner_code(spec: str) -> bool:
 
 def load_kv_model(spec: str, device: str, dtype: str | None, max_len: int):
     """An adapter for --model: reference | learner | FILE.py | smollm2 | PATH | hf-id."""
-    from zero2vllm import kvprofile
+    from zero2vllm.instruments import kvprofile
 
     if spec in ("reference", "learner") or _is_learner_code(spec):
         from zero2vllm.labs.kv_cache.profile import LabModelError, kv_model_for_profile
@@ -92,7 +92,7 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     lengths_list = parse_lengths(lengths)
     import torch
 
-    from zero2vllm import kvprofile
+    from zero2vllm.instruments import kvprofile
     from zero2vllm.paths import data_dir
 
     if threads:
@@ -123,7 +123,7 @@ def profile_kv_cmd(app, model_spec, lengths, device, dtype, decode_steps, thread
     png_path = kvprofile.write_plot(prof, out_dir / f"{stem}.png")
     click.echo(f"\nwrote {csv_path}\n      {json_path}\n      {png_path}")
 
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     evidence.record(app.store, {
         "lab": "kv-cache", "kind": "profile", "passed": prof.all_match,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 
 @click.command("report")
@@ -20,9 +20,10 @@ from zero2vllm.cli import AppContext, Z2VError, pass_app
 def report_cmd(app: AppContext, week: int | None, fmt: str | None, output: Path | None) -> None:
     """A weekly report: hours against your commitment, items done and open, lab results with
     their numbers, concepts due and their retention (FSRS), and charts."""
-    from zero2vllm import report, tracker
+    from zero2vllm.tracker import report
+    from zero2vllm.tracker import progress
     from zero2vllm.paths import data_dir
-    from zero2vllm.plan import PlanError
+    from zero2vllm.tracker.plan import PlanError
 
     if fmt is None:
         suffix = output.suffix.lower().lstrip(".") if output and str(output) != "-" else ""
@@ -32,12 +33,12 @@ def report_cmd(app: AppContext, week: int | None, fmt: str | None, output: Path 
         raise Z2VError("a PNG cannot go to stdout; give -o FILE.png")
     store = app.store
     try:
-        plan = tracker.load_plan(store)
+        plan = progress.load_plan(store)
     except PlanError as exc:
         raise Z2VError(f"the stored plan cannot be read: {exc}") from None
-    now = tracker.now()
+    now = progress.now()
     if week is None:
-        idx = tracker.week_index(plan, tracker.start_date(store), tracker.local_day(now))
+        idx = progress.week_index(plan, progress.start_date(store), progress.local_day(now))
         week = plan.weeks[min(max(idx, 1), len(plan.weeks)) - 1].number
     try:
         data = report.build(store, plan, week, now)

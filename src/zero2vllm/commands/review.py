@@ -7,17 +7,17 @@ import time
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 KEYS_HELP = "1 Again  2 Hard  3 Good  4 Easy  (q quits)"
 
 
 def _plan(app: AppContext):
-    from zero2vllm import tracker
-    from zero2vllm.plan import PlanError
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.plan import PlanError
 
     try:
-        return tracker.load_plan(app.store)
+        return progress.load_plan(app.store)
     except PlanError as exc:
         raise Z2VError(f"the stored plan cannot be read: {exc}; import a fixed one with `z2v plan import`")
 
@@ -30,7 +30,7 @@ def _next_line(stats: dict, now) -> str:
     """'Next: 2 due in 10 min (2024-03-05 14:32); 3 more held until week ...'."""
     from datetime import datetime
 
-    from zero2vllm.review import human_delta, utc
+    from zero2vllm.tracker.review import human_delta, utc
 
     parts = []
     if stats["next_due"]:
@@ -56,11 +56,12 @@ def card_group() -> None:
 @pass_app
 def card_add(app: AppContext, question: str, answer: str | None, week: int | None) -> None:
     """Add your own card: QUESTION on the front, ANSWER on the back."""
-    from zero2vllm import review, tracker
+    from zero2vllm.tracker import review
+    from zero2vllm.tracker import progress
 
     plan = _plan(app)
     try:
-        card = review.add_card(app.store, plan, question, answer, week, tracker.now())
+        card = review.add_card(app.store, plan, question, answer, week, progress.now())
     except review.ReviewError as exc:
         raise Z2VError(str(exc)) from None
     when = "due now" if card.available else f"held until week {week} starts on {card.available_from}"
@@ -74,10 +75,12 @@ def card_add(app: AppContext, question: str, answer: str | None, week: int | Non
 @pass_app
 def card_list(app: AppContext, week: int | None, due_only: bool, as_json: bool) -> None:
     """Every card with its state, due time and retrievability (chance you recall it now)."""
-    from zero2vllm import review, tracker, ui
+    from zero2vllm import ui
+    from zero2vllm.tracker import review
+    from zero2vllm.tracker import progress
 
     plan = _plan(app)
-    now = tracker.now()
+    now = progress.now()
     cards = review.due_cards(app.store, plan, now, week=week) if due_only else \
         review.all_cards(app.store, plan, now, week=week)
     if as_json:
@@ -133,7 +136,7 @@ class _Input:
         return bool(line) and line.strip().lower() != "q"
 
     def rating(self) -> int | None:
-        from zero2vllm.review import ReviewError, parse_rating
+        from zero2vllm.tracker.review import ReviewError, parse_rating
 
         while True:
             if self.tty:
@@ -162,17 +165,18 @@ def review_cmd(app: AppContext, week: int | None, limit: int | None) -> None:
     Ratings: 1 Again (forgot), 2 Hard, 3 Good, 4 Easy. FSRS sets the next due time from them.
     On a pipe, each card reads two lines: anything (reveal) and the rating.
     """
-    from zero2vllm import review, tracker
+    from zero2vllm.tracker import review
+    from zero2vllm.tracker import progress
 
     plan = _plan(app)
     store = app.store
-    st = review.stats(store, plan, tracker.now(), week=week)
+    st = review.stats(store, plan, progress.now(), week=week)
     click.echo(f"{st['due']} card(s) due now ({st['due_new']} new); {st['available']} available, "
                f"{st['held']} held back until their week starts.")
     inp = _Input()
     done, counts, seen = 0, {k: 0 for k in review.RATINGS}, set()
     while limit is None or done < limit:
-        now = tracker.now()
+        now = progress.now()
         due = review.due_cards(store, plan, now, week=week)
         # A card rated Again comes back within the session once its step is over, but a card
         # already seen waits while unseen ones remain.
@@ -190,7 +194,7 @@ def review_cmd(app: AppContext, week: int | None, limit: int | None) -> None:
         value = inp.rating()
         if value is None:
             break
-        rated = review.rate(store, card.id, value, tracker.now(), plan=plan,
+        rated = review.rate(store, card.id, value, progress.now(), plan=plan,
                             duration_ms=int((time.monotonic() - started) * 1000))
         seen.add(card.id)
         done += 1
@@ -198,7 +202,7 @@ def review_cmd(app: AppContext, week: int | None, limit: int | None) -> None:
         due_at = rated.card.due
         click.echo(f"  {review.RATINGS[value]}: next {review.human_delta(rated.interval)} ({_local(due_at)}), "
                    f"stability {rated.card.stability:.2f} d")
-    now = tracker.now()
+    now = progress.now()
     st = review.stats(store, plan, now, week=week)
     tally = ", ".join(f"{counts[k]} {name}" for k, name in review.RATINGS.items() if counts[k])
     click.echo(f"\nReviewed {done} card(s){': ' + tally if tally else ''}. {st['due']} still due.")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import click
 
-from zero2vllm.cli import Z2VError
+from zero2vllm.commands._app import Z2VError
 
 
 @click.group()
@@ -52,7 +52,7 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     import torch
 
     from zero2vllm.models import ModelError
-    from zero2vllm.serving.naive import create_app, load_server
+    from zero2vllm.instruments.naive import create_app, load_server
 
     if threads:
         torch.set_num_threads(threads)
@@ -66,7 +66,7 @@ def serve_naive(model_spec, host, port, device, dtype, max_model_len, max_new_to
     except ModelError as exc:
         raise Z2VError(str(exc)) from None
     app = create_app(server)
-    from zero2vllm.serving.naive import make_http_server
+    from zero2vllm.instruments.naive import make_http_server
 
     try:
         httpd = make_http_server(app, host, port, access_log=access_log)

@@ -1,7 +1,7 @@
 """`z2v check summary FILE --week N`: feedback on a written summary; a pass records it.
 
 An ordinary subcommand of `z2v check` (listed in commands/labs.py's CHECK_SUBJECTS). The checks
-and their method are in zero2vllm.summary; the run is recorded through zero2vllm.evidence.
+and their method are in zero2vllm.tracker.summary; the run is recorded through zero2vllm.tracker.evidence.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 
 @click.command("summary")
@@ -29,8 +29,9 @@ def check_summary(app: AppContext, file: Path, week: int | None, item_ref: str |
     A pass stores it as the note of the week's Output item and marks that item done."""
     from dataclasses import asdict
 
-    from zero2vllm import summary, tracker
-    from zero2vllm.plan import PlanError
+    from zero2vllm.tracker import summary
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.plan import PlanError
 
     try:
         data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
@@ -44,11 +45,11 @@ def check_summary(app: AppContext, file: Path, week: int | None, item_ref: str |
         raise Z2VError(f"{file} is empty; write your summary in it first")
     store = app.store
     try:
-        plan = tracker.load_plan(store)
+        plan = progress.load_plan(store)
     except PlanError as exc:
         raise Z2VError(f"the stored plan cannot be read: {exc}") from None
     if week is None:
-        idx = tracker.week_index(plan, tracker.start_date(store), tracker.local_day(tracker.now()))
+        idx = progress.week_index(plan, progress.start_date(store), progress.local_day(progress.now()))
         week = plan.weeks[min(max(idx, 1), len(plan.weeks)) - 1].number
     wk = plan.week(week)
     if wk is None:
@@ -56,15 +57,16 @@ def check_summary(app: AppContext, file: Path, week: int | None, item_ref: str |
         raise Z2VError(f"there is no week {week}; the plan has weeks {have}")
     if item_ref:
         try:
-            item = tracker.resolve(plan, item_ref)
-        except tracker.RefError as exc:
+            item = progress.resolve(plan, item_ref)
+        except progress.RefError as exc:
             raise Z2VError(str(exc)) from None
     else:
         item = summary.output_item(wk)
 
     result = summary.check_summary(text, plan, week)
     name = "-" if str(file) == "-" else str(file.resolve())
-    from zero2vllm import actions, evidence
+    from zero2vllm.tracker import actions
+    from zero2vllm.tracker import evidence
 
     evidence.record(store, {
         "lab": "summary", "kind": "summary", "passed": result.passed, "code_path": name,

@@ -6,23 +6,23 @@ import os
 
 import click
 
-from zero2vllm.cli import AppContext, Z2VError, pass_app
+from zero2vllm.commands._app import AppContext, Z2VError, pass_app
 
 
 def _plan(app: AppContext):
-    from zero2vllm import tracker
-    from zero2vllm.plan import PlanError
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.plan import PlanError
 
     try:
-        return tracker.load_plan(app.store)
+        return progress.load_plan(app.store)
     except PlanError as exc:  # a stored plan that no longer parses (edited by hand)
         raise Z2VError(f"the stored plan cannot be read: {exc}; import a fixed one with `z2v plan import`")
 
 
 def run_action(func, *args, **kwargs):
-    """Call a `zero2vllm.actions` function; its ActionError becomes a one-line Z2VError (exit 2)
+    """Call a `zero2vllm.tracker.actions` function; its ActionError becomes a one-line Z2VError (exit 2)
     in the command line's words."""
-    from zero2vllm.actions import ActionError
+    from zero2vllm.tracker.actions import ActionError
 
     try:
         return func(*args, **kwargs)
@@ -39,11 +39,12 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
     Pace is hours logged minus the block budgets (lower bounds) of the days before today;
     the projected finish assumes you keep your average rate so far.
     """
-    from zero2vllm import tracker, ui
-    from zero2vllm.durations import format_duration
+    from zero2vllm import ui
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.durations import format_duration
 
     plan = _plan(app)
-    st = tracker.status(app.store, plan)
+    st = progress.status(app.store, plan)
     if as_json:
         ui.echo_json(st)
         return
@@ -104,17 +105,18 @@ def status_cmd(app: AppContext, as_json: bool) -> None:
 @pass_app
 def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
     """The items of week NUMBER (default: this week) with their status and time."""
-    from zero2vllm import tracker, ui
-    from zero2vllm.durations import format_duration
+    from zero2vllm import ui
+    from zero2vllm.tracker import progress
+    from zero2vllm.tracker.durations import format_duration
 
     plan = _plan(app)
-    week = tracker.pick_week(app.store, plan, number)
+    week = progress.pick_week(app.store, plan, number)
     if week is None:
         have = ", ".join(str(w.number) for w in plan.weeks)
         raise Z2VError(f"there is no week {number}; the plan has weeks {have}")
-    prog = tracker.progress(app.store, plan)
+    prog = progress.progress(app.store, plan)
     notes = app.store.notes()
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     labs = evidence.by_item(app.store, plan)  # each lab's status beside the item it closes
     if as_json:
@@ -167,10 +169,11 @@ def week_cmd(app: AppContext, number: int | None, as_json: bool) -> None:
 @pass_app
 def next_cmd(app: AppContext, as_json: bool) -> None:
     """The next open items, in plan order (items in progress first)."""
-    from zero2vllm import tracker, ui
+    from zero2vllm import ui
+    from zero2vllm.tracker import progress
 
     plan = _plan(app)
-    items = tracker.next_items(plan, tracker.progress(app.store, plan), limit=5)
+    items = progress.next_items(plan, progress.progress(app.store, plan), limit=5)
     if as_json:
         ui.echo_json([{"id": i.id, "week": i.week, "kind": i.kind, "title": i.title, "url": i.url}
                       for i in items])
@@ -187,7 +190,7 @@ def next_cmd(app: AppContext, as_json: bool) -> None:
 @pass_app
 def start_cmd(app: AppContext, item: str) -> None:
     """Start a timer on ITEM (stops a running one first, logging its time)."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
 
     click.echo(run_action(actions.start_timer, app.store, _plan(app), item) + " `z2v stop` logs the time.")
 
@@ -196,7 +199,7 @@ def start_cmd(app: AppContext, item: str) -> None:
 @pass_app
 def stop_cmd(app: AppContext) -> None:
     """Stop the running timer and log its time (also after a crash or reboot)."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
 
     click.echo(run_action(actions.stop_timer, app.store))
 
@@ -209,7 +212,7 @@ def stop_cmd(app: AppContext) -> None:
 @pass_app
 def log_cmd(app: AppContext, item: str, duration: str, on: str | None, note: str | None) -> None:
     """Log time on ITEM: DURATION like 30m, 1h15m or 1.5h."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
 
     click.echo(run_action(actions.log_time, app.store, _plan(app), item, duration, on, note))
 
@@ -219,7 +222,7 @@ def _status_command(name: str, status: str, help_text: str):
     @click.argument("item")
     @pass_app
     def cmd(app: AppContext, item: str) -> None:
-        from zero2vllm import actions
+        from zero2vllm.tracker import actions
 
         click.echo(run_action(actions.set_status, app.store, _plan(app), item, status))
 
@@ -235,7 +238,7 @@ reopen_cmd = _status_command("reopen", "todo", "Reopen ITEM (back to to-do; its 
 @pass_app
 def undo_cmd(app: AppContext) -> None:
     """Undo the last change (log, timer, status, note, import, start date)."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
 
     click.echo(run_action(actions.undo, app.store))
 
@@ -247,7 +250,7 @@ def undo_cmd(app: AppContext) -> None:
 @pass_app
 def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
     """Write or show the note of ITEM (Markdown; e.g. your 1-page summary)."""
-    from zero2vllm import actions
+    from zero2vllm.tracker import actions
 
     plan = _plan(app)
     it = run_action(actions.find_item, plan, item)
@@ -272,7 +275,7 @@ def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
 def history_cmd(app: AppContext, week: int | None, as_json: bool) -> None:
     """Time entries, newest last, with day totals."""
     from zero2vllm import ui
-    from zero2vllm.durations import format_duration
+    from zero2vllm.tracker.durations import format_duration
 
     plan = _plan(app)
     ids = None

@@ -1,7 +1,7 @@
 """`z2v vllm install|doctor|serve`: real vLLM in its own environment, beside the naive API.
 
-Only click and the standard library at module level; the work is in zero2vllm.vllm_env and
-zero2vllm.vllm_serve.
+Only click and the standard library at module level; the work is in zero2vllm.realvllm.env and
+zero2vllm.realvllm.serve.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from zero2vllm.cli import Z2VError
+from zero2vllm.commands._app import Z2VError
 
 
 @click.group("vllm")
@@ -33,7 +33,7 @@ def vllm_install(kind: str | None, python: str | None, force: bool) -> None:
     Without --cpu/--cuda: CUDA when nvidia-smi sees a GPU, else CPU. About 2.5 GB and a few
     minutes; interrupted installs resume. Full pip output: DATA_DIR/logs/vllm-install.log.
     """
-    from zero2vllm import vllm_env
+    from zero2vllm.realvllm import env as vllm_env
 
     def echo(line: str) -> None:
         click.echo(line, err=True)
@@ -51,11 +51,11 @@ def vllm_install(kind: str | None, python: str | None, force: bool) -> None:
 @click.option("--quick", is_flag=True, help="Skip the `import vllm` test (about 10 s).")
 def vllm_doctor(as_json: bool, quick: bool) -> None:
     """What is installed, which versions, and what is missing (with the fix). Exit 1 on a problem."""
-    from zero2vllm import vllm_env
+    from zero2vllm.realvllm import env as vllm_env
 
     findings = vllm_env.doctor(deep=not quick)
     try:
-        from zero2vllm.vllm_serve import read_state
+        from zero2vllm.realvllm.serve import read_state
 
         state = read_state()
     except Exception:  # a broken state file must not break the doctor
@@ -100,7 +100,7 @@ def vllm_serve(model_spec, port, eager, kv_cache_gib, max_model_len, timeout_s, 
     Waits for /health, logs to DATA_DIR/logs/vllm-serve-PORT.log, and on Ctrl-C stops vLLM and
     every process it started. Arguments after `--` go to `vllm serve` unchanged.
     """
-    from zero2vllm import vllm_serve as vs
+    from zero2vllm.realvllm import serve as vs
 
     cfg = vs.ServeConfig(model=model_spec, port=port, eager=eager, kv_cache_gib=kv_cache_gib,
                          max_model_len=max_model_len, extra_args=list(extra))
@@ -112,7 +112,7 @@ def vllm_serve(model_spec, port, eager, kv_cache_gib, max_model_len, timeout_s, 
 def _serve(server, timeout_s: float, echo) -> None:
     """Start, wait, serve until Ctrl-C; whatever happens, stop() runs (one try for all of it,
     so a Ctrl-C that lands between two lines still stops vLLM)."""
-    from zero2vllm import vllm_serve as vs
+    from zero2vllm.realvllm import serve as vs
 
     ready = False
     try:

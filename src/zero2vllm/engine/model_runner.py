@@ -75,11 +75,11 @@ class ModelRunner:
         self.graphs: dict = {}
         self.graph_pool = None
         if self.device.type == "cpu" and cfg.cpu_decode_kernel:
-            from .cpu_attention import load_cpu_decode_kernel
+            from .kernels.cpu_attention import load_cpu_decode_kernel
 
             self.decode_kernel = load_cpu_decode_kernel(self.kv_cache[0], mc.num_heads)
         if self.device.type == "cuda":
-            from .triton_attention import load_decode_kernel
+            from .kernels.triton_attention import load_decode_kernel
 
             self.decode_kernel = load_decode_kernel(self.kv_cache[0], mc.num_heads)
             if not cfg.enforce_eager:

@@ -288,7 +288,7 @@ class Server:
         return 200
 
     def render_metrics(self) -> str:
-        from zero2vllm.serving.metrics import process_memory_lines
+        from zero2vllm.instruments.metrics import process_memory_lines
 
         e, bm = self.engine, self.engine.block_manager
         label = f'{{model_name="{self.model_name}"}}'

@@ -7,7 +7,7 @@ each sequence's block table afterwards, the tokens sampled, and a map of the blo
 
 `run_trace(settings)` is what `z2v engine trace` and the dashboard's "Run a trace" form both
 call: build an engine from the settings, trace the prompts (`repeat` rounds on the same engine,
-so round 2 can hit the prefix cache), and save the record for the dashboard (zero2vllm.traces).
+so round 2 can hit the prefix cache), and save the record for the dashboard (zero2vllm.engine.traces).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def run_trace(settings: dict, *, source: str = "cli", save: bool = True,
     """
     import torch
 
-    from zero2vllm import traces
+    from zero2vllm.engine import traces
     from zero2vllm.models import ensure_model_dir
 
     from .config import EngineConfig

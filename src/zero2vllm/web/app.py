@@ -1,7 +1,7 @@
 """The dashboard's Flask app: pages over the same store and library calls as the CLI.
 
-Views only fetch data from `zero2vllm.tracker` / `zero2vllm.views_data` and render it; every
-change goes through `zero2vllm.actions`, the functions the CLI's commands call too. Safe by default: a CSRF token on
+Views only fetch data from `zero2vllm.tracker.progress` / `zero2vllm.web.views_data` and render it; every
+change goes through `zero2vllm.tracker.actions`, the functions the CLI's commands call too. Safe by default: a CSRF token on
 every state-changing request, Host checked against loopback names, Markdown rendered without
 raw HTML, and a database error is an error page, never a stack trace.
 """
@@ -20,10 +20,12 @@ from flask import (Flask, Response, abort, flash, g, get_flashed_messages, redir
 from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
-from zero2vllm import actions, tracker, views_data
-from zero2vllm.actions import ActionError
-from zero2vllm.plan import PlanError
-from zero2vllm.store import Store, StoreError
+from zero2vllm.tracker import actions
+from zero2vllm.tracker import progress
+from zero2vllm.web import views_data
+from zero2vllm.tracker.actions import ActionError
+from zero2vllm.tracker.plan import PlanError
+from zero2vllm.tracker.store import Store, StoreError
 from zero2vllm.web import charts
 from zero2vllm.web.cache import PageCache
 
@@ -155,7 +157,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
 
     @app.template_filter("duration")
     def duration(seconds: float | None) -> str:
-        from zero2vllm.durations import format_duration
+        from zero2vllm.tracker.durations import format_duration
 
         return format_duration(seconds or 0)
 
@@ -165,12 +167,12 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
     # -- overview ----------------------------------------------------------------------------
     @app.get("/")
     def overview():
-        at = tracker.now()
+        at = progress.now()
 
         def render() -> list[bytes]:
             p, s = plan(), store()
-            st = tracker.status(s, plan=p, at=at)
-            today = tracker.local_day(at)
+            st = progress.status(s, plan=p, at=at)
+            today = progress.local_day(at)
             by_day = s.seconds_by_day()  # one query shared by the calendar, streaks and burn-up
             cal = views_data.calendar(s, p, today, by_day=by_day)
             html = render_template(
@@ -198,7 +200,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         except ActionError as exc:
             abort(404, description=str(exc))
         g.nav_week = view["week"].number
-        return render_template("week.html", v=view, plan=plan(), now=tracker.now(),
+        return render_template("week.html", v=view, plan=plan(), now=progress.now(),
                                messages=get_flashed_messages(with_categories=True))
 
     def after_change(item_id: str | None, message: str, ok: bool = True):
@@ -208,7 +210,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         number = item.week if item else request.form.get("week", type=int)
         if is_htmx():
             view = views_data.week_view(store(), p, number)
-            return render_template("_checklist.html", v=view, plan=p, now=tracker.now(), oob=True,
+            return render_template("_checklist.html", v=view, plan=p, now=progress.now(), oob=True,
                                    messages=[("ok" if ok else "error", message)])
         flash(message, "ok" if ok else "error")
         return redirect(url_for("week", number=number) if number else url_for("overview"))
@@ -261,7 +263,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         if not views_data.review_installed():
             return render_template("review.html", missing=True, messages=messages), status
         try:
-            view = views_data.review_view(store(), plan(), tracker.now(), week=week, reveal=reveal)
+            view = views_data.review_view(store(), plan(), progress.now(), week=week, reveal=reveal)
         except ActionError as exc:
             abort(404, description=str(exc))
         template = "_review.html" if is_htmx() else "review.html"
@@ -279,11 +281,11 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
         """Rate the card the page showed with `review.rate`, as `z2v review` does; then the next
         card. Only a card due now is rated: a second click, or a page left open while the card
         was rated elsewhere, must not move its schedule again."""
-        from zero2vllm import review
+        from zero2vllm.tracker import review
 
         f = request.form
         card_id, week = f.get("card", ""), f.get("week", type=int)
-        at = tracker.now()
+        at = progress.now()
         try:
             rating = review.parse_rating(f.get("rating", ""))
             card = next((c for c in review.all_cards(store(), plan(), at) if c.id == card_id), None)
@@ -349,7 +351,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
             problem = str(exc)
         row = store().get_plan()
         return render_template("plan.html", plan=p, row=row, problem=problem,
-                               start=tracker.start_date(store()) if row else None,
+                               start=progress.start_date(store()) if row else None,
                                messages=get_flashed_messages(with_categories=True), **extra), status
 
     @app.get("/plan")
@@ -386,7 +388,7 @@ def create_app(db_path: Path | str | None = None, *, data_root: Path | str | Non
 
     @app.get("/plan/export")
     def plan_export():
-        text = tracker.export_text(store(), plan())
+        text = progress.export_text(store(), plan())
         resp = Response(text, mimetype="text/plain; charset=utf-8")
         if request.args.get("download"):
             resp.headers["Content-Disposition"] = "attachment; filename=plan.txt"
@@ -478,7 +480,7 @@ class CachedOverview:
         token = self._token_of(raw)
         if token is None:
             return None
-        parts = self.pages.peek("overview", tracker.now().strftime("%Y-%m-%dT%H:%M"))
+        parts = self.pages.peek("overview", progress.now().strftime("%Y-%m-%dT%H:%M"))
         return (token, parts) if parts is not None else None
 
     def _token_of(self, raw: str) -> str | None:

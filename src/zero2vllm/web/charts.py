@@ -1,6 +1,6 @@
 """Charts drawn on the server as inline SVG: no JavaScript, nothing to download, fast to build.
 
-Each function takes the plain data from `zero2vllm.views_data` and returns Markup; every piece
+Each function takes the plain data from `zero2vllm.web.views_data` and returns Markup; every piece
 of text that goes into the SVG is escaped.
 """
 

@@ -1,7 +1,7 @@
 """The dashboard's Engine trace page: `z2v engine trace` drawn as a picture, to SEE paged attention
 and continuous batching.
 
-GET  /engine/trace          the newest saved trace (zero2vllm.traces), the list of saved ones
+GET  /engine/trace          the newest saved trace (zero2vllm.engine.traces), the list of saved ones
 GET  /engine/trace/NAME     an older one; ?step=N picks the step whose block tables are shown
 POST /engine/trace          run a new trace from the form (the CLI's own `run_trace`), save, redirect
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from flask import Flask, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from zero2vllm import traces
+from zero2vllm.engine import traces
 
 ENV_MODEL = "ZERO2VLLM_TRACE_MODEL"  # the model the form runs (default: the bundled smollm2)
 MAX_DRAWN_STEPS = 300

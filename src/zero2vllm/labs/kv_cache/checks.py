@@ -29,7 +29,7 @@ def setup(ctx) -> None:
 def cache_tensors(ctx):
     import torch
 
-    from zero2vllm.kvprofile import formula_bytes
+    from zero2vllm.instruments.kvprofile import formula_bytes
 
     model, cfg = build(ctx)
     hs = cfg.n_embd // cfg.n_head
@@ -102,7 +102,7 @@ def cache_tensors(ctx):
 def cache_memory(ctx):
     import torch
 
-    from zero2vllm.kvprofile import formula_bytes
+    from zero2vllm.instruments.kvprofile import formula_bytes
 
     model, cfg = build(ctx)
     hs, B, L = cfg.n_embd // cfg.n_head, 2, cfg.block_size

@@ -46,7 +46,7 @@ def _module(spec: str):
 def kv_model_for_profile(spec: str, *, device: str = "cpu", dtype: str | None = None, max_len: int = 1024):
     import torch
 
-    from zero2vllm.kvprofile import CallableKVModel, KVShape
+    from zero2vllm.instruments.kvprofile import CallableKVModel, KVShape
 
     mod, name = _module(spec)
     for attr in ("GPTConfig", "GPT", "KVCache"):
@@ -64,7 +64,7 @@ def kv_model_for_profile(spec: str, *, device: str = "cpu", dtype: str | None = 
     kvm = CallableKVModel(model, name, shape, lambda: mod.KVCache(cfg), max_len=max_len,
                           vocab_size=cfg.vocab_size)
     try:  # fail early, with a clear message, if the cache is still a TODO
-        from zero2vllm.kvprofile import tensors_bytes
+        from zero2vllm.instruments.kvprofile import tensors_bytes
 
         with torch.no_grad():
             _, cache = kvm.forward(torch.zeros(1, 2, dtype=torch.long, device=device), kvm.new_cache())

@@ -17,7 +17,7 @@ class RunError(Exception):
 
 
 def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path, echo) -> dict:
-    from zero2vllm import kvprofile
+    from zero2vllm.instruments import kvprofile
     from zero2vllm.labs.kv_cache.profile import LabModelError, kv_model_for_profile
 
     if device == "cuda":

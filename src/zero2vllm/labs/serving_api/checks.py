@@ -267,7 +267,7 @@ def concurrent(ctx):
 
 @criterion("GET /metrics speaks Prometheus", needs=(GREEDY,))
 def metrics(ctx):
-    from zero2vllm.serving.metrics import parse_prometheus
+    from zero2vllm.instruments.metrics import parse_prometheus
 
     server(ctx)
     r = http(ctx, "GET", "/metrics")

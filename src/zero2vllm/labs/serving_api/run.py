@@ -20,7 +20,7 @@ class RunError(Exception):
 def run(*, code: Path | None, device: str, steps: int | None, out_dir: Path, echo) -> dict:
     from werkzeug.serving import WSGIRequestHandler, make_server
 
-    from zero2vllm import bench as B
+    from zero2vllm.instruments import bench as B
     from zero2vllm.labs import get_lab
     from zero2vllm.labs.framework import CheckFailed, entry_file, load_module
     from zero2vllm.models import ensure_model_dir

@@ -31,7 +31,7 @@ def find_server(path: Path) -> tuple[str, str]:
             if line and not line.startswith("#"):
                 return line.rstrip("/"), str(url_file)
     try:
-        from zero2vllm.vllm_serve import read_state
+        from zero2vllm.realvllm.serve import read_state
 
         state = read_state()
     except Exception:
@@ -247,7 +247,7 @@ def matches_transformers(ctx):
 @criterion("comparison with your naive API recorded")
 def comparison(ctx):
     # The parent (`z2v check`) read these from the store it was given (`--db`); see
-    # zero2vllm.evidence.check_inputs. This process never opens the store.
+    # zero2vllm.tracker.evidence.check_inputs. This process never opens the store.
     runs = ctx.inputs.get("runs", {}).get("compare", [])
     usable = []
     for run in runs:

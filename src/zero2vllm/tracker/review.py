@@ -6,7 +6,7 @@ Cards:
   front, the text inside them on the back. Every "Key insights" line is a card too, asked as
   "<statement> - why?". Plan cards keep the concept's id (w1.k.what-attention-computing).
 - `z2v card add` makes user cards (ids u.<words>), optionally tied to a week.
-- A card of week N is held back until week N starts (tracker.start_date / week_dates), then it
+- A card of week N is held back until week N starts (progress.start_date / week_dates), then it
   is due at once. Concepts that leave the plan keep their reviews but are suspended.
 
 Scheduling is FSRS with its default parameters and desired retention 0.9: ratings Again, Hard,
@@ -28,9 +28,9 @@ import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from zero2vllm import tracker
-from zero2vllm.plan import Concept, Plan, slug
-from zero2vllm.store import Store, iso
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.plan import Concept, Plan, slug
+from zero2vllm.tracker.store import Store, iso
 
 RATINGS = {1: "Again", 2: "Hard", 3: "Good", 4: "Easy"}
 RATING_WORDS = {"again": 1, "a": 1, "hard": 2, "h": 2, "good": 3, "g": 3, "easy": 4, "e": 4}
@@ -131,8 +131,8 @@ def concept_card_text(concept: Concept) -> tuple[str, str | None]:
 
 def week_starts(store: Store, plan: Plan) -> dict[int, date]:
     """The first day of each week, by week number (weeks count in plan order, like the tracker)."""
-    start = tracker.start_date(store)
-    return {w.number: tracker.week_dates(start, n)[0] for n, w in enumerate(plan.weeks, start=1)}
+    start = progress.start_date(store)
+    return {w.number: progress.week_dates(start, n)[0] for n, w in enumerate(plan.weeks, start=1)}
 
 
 def sync_cards(store: Store, plan: Plan, now: datetime) -> int:
@@ -209,7 +209,7 @@ def _view(row: dict, starts: dict[int, date], counts: dict, now: datetime, sched
     gate = None
     if row["week"] is not None:
         gate = starts.get(row["week"])
-    today = tracker.local_day(now)
+    today = progress.local_day(now)
     n, lapses = counts.get(row["id"], (0, 0))
     return ReviewCard(
         id=row["id"], source=row["source"], week=row["week"], question=row["question"],
@@ -247,7 +247,7 @@ def rate(store: Store, card_id: str, rating, now: datetime, *, duration_ms: int 
     from fsrs import Card, Rating
 
     value = parse_rating(rating)
-    plan = plan or tracker.load_plan(store)
+    plan = plan or progress.load_plan(store)
     at = utc(now)
     scheduler = _scheduler()
     with store.transaction():  # read and write the card as one step against other processes
@@ -256,7 +256,7 @@ def rate(store: Store, card_id: str, rating, now: datetime, *, duration_ms: int 
             raise ReviewError(f"no card {card_id!r}; `z2v card list` shows the ids")
         starts = week_starts(store, plan)
         gate = starts.get(row["week"]) if row["week"] is not None else None
-        if gate is not None and tracker.local_day(now) < gate:
+        if gate is not None and progress.local_day(now) < gate:
             raise ReviewError(f"card {card_id} belongs to week {row['week']}, which starts on {gate}")
         card = Card.from_json(row["fsrs"])
         saved = random.getstate()  # fsrs fuzzes with the global random: seed it, then restore it
@@ -282,9 +282,9 @@ def stats(store: Store, plan: Plan, now: datetime, *, week: int | None = None) -
     due = [c for c in available if c.due <= at]
     upcoming = sorted((c for c in available if c.due > at), key=lambda c: c.due)
     reviewed = [c for c in available if c.retrievability is not None]
-    today = tracker.local_day(now)
+    today = progress.local_day(now)
     reviews_today = [r for r in store.reviews(since=iso(at - timedelta(days=2)))
-                     if tracker.local_day(datetime.fromisoformat(r["at"])) == today]
+                     if progress.local_day(datetime.fromisoformat(r["at"])) == today]
     next_gate = min((c.available_from for c in held), default=None)
     return {
         "cards": len(cards),
@@ -306,12 +306,12 @@ def stats(store: Store, plan: Plan, now: datetime, *, week: int | None = None) -
 
 def forecast(cards: list[ReviewCard], now: datetime, days: int = 14) -> list[tuple[date, int]]:
     """How many available cards fall due on each of the next `days` local days (overdue: today)."""
-    today = tracker.local_day(now)
+    today = progress.local_day(now)
     counts = {today + timedelta(days=i): 0 for i in range(days)}
     for c in cards:
         if c.suspended:
             continue
-        day = max(tracker.local_day(c.due), today)
+        day = max(progress.local_day(c.due), today)
         if c.available_from and c.available_from > day:
             day = c.available_from
         if day in counts:

@@ -1,7 +1,7 @@
-"""What the dashboard shows beyond `tracker.status()`, as plain data: the burn-up series, the
+"""What the dashboard shows beyond `progress.status()`, as plain data: the burn-up series, the
 study calendar, streaks, a week grouped by block, the labs with their evidence.
 
-Read-side only: the changes a page makes go through `zero2vllm.actions`, the same functions
+Read-side only: the changes a page makes go through `zero2vllm.tracker.actions`, the same functions
 the CLI's commands call. Nothing here knows about HTML: `zero2vllm.web` turns these dicts
 into pages, and any other front end can call the same functions.
 """
@@ -12,11 +12,11 @@ import threading
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from zero2vllm import plan as planlib
-from zero2vllm import tracker
-from zero2vllm.actions import ActionError
-from zero2vllm.plan import Plan
-from zero2vllm.store import Store
+from zero2vllm.tracker import plan as planlib
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.actions import ActionError
+from zero2vllm.tracker.plan import Plan
+from zero2vllm.tracker.store import Store
 
 
 # -- the plan, parsed once per text ----------------------------------------------------------------
@@ -25,12 +25,12 @@ _plan_lock = threading.Lock()
 
 
 def current_plan(store: Store) -> Plan:
-    """`tracker.load_plan`, but a stored text is parsed once per process, not once per page.
+    """`progress.load_plan`, but a stored text is parsed once per process, not once per page.
 
     Plans are never mutated by the tracker, so one parsed object can serve every request."""
     row = store.get_plan()
     if row is None:
-        return tracker.load_plan(store)  # imports the bundled plan into a new store
+        return progress.load_plan(store)  # imports the bundled plan into a new store
     text = row["source_text"]
     with _plan_lock:
         plan = _plan_cache.get(text)
@@ -48,9 +48,9 @@ def burnup(store: Store, plan: Plan, today: date, by_day: dict[str, int] | None 
     """Cumulative planned hours (block budgets, lower bounds) and hours done, per day from the
     plan start to its end (or today, if later). Time logged before the start counts on day one;
     done stops at today."""
-    start = tracker.start_date(store)
-    end = max(tracker.week_dates(start, len(plan.weeks))[1], today)
-    planned = tracker.planned_hours_by_day(plan, start)
+    start = progress.start_date(store)
+    end = max(progress.week_dates(start, len(plan.weeks))[1], today)
+    planned = progress.planned_hours_by_day(plan, start)
     by_day = store.seconds_by_day() if by_day is None else by_day
     before = sum(s for d, s in by_day.items() if d < start.isoformat())
     days, planned_cum, done_cum = [], [], []
@@ -94,15 +94,15 @@ def calendar(store: Store, plan: Plan, today: date, max_weeks: int = 53,
              by_day: dict[str, int] | None = None) -> dict:
     """Hours per day on a Monday-first grid covering the plan (and any earlier study),
     at most `max_weeks` columns ending at the plan's end or today, whichever is later."""
-    start = tracker.start_date(store)
-    end = max(tracker.week_dates(start, len(plan.weeks))[1], today)
+    start = progress.start_date(store)
+    end = max(progress.week_dates(start, len(plan.weeks))[1], today)
     by_day = store.seconds_by_day() if by_day is None else by_day
     studied = [d for d, s in by_day.items() if s > 0]
-    first = tracker.monday_of(min([start] + ([date.fromisoformat(min(studied))] if studied else [])))
-    last = tracker.monday_of(end) + timedelta(days=6)
+    first = progress.monday_of(min([start] + ([date.fromisoformat(min(studied))] if studied else [])))
+    last = progress.monday_of(end) + timedelta(days=6)
     if (last - first).days // 7 + 1 > max_weeks:
         first = last - timedelta(days=7 * max_weeks - 1)
-    planned = tracker.planned_hours_by_day(plan, start)
+    planned = progress.planned_hours_by_day(plan, start)
     weeks = []
     day = first
     while day <= last:
@@ -121,18 +121,18 @@ def calendar(store: Store, plan: Plan, today: date, max_weeks: int = 53,
 def week_view(store: Store, plan: Plan, number: int | None) -> dict:
     """Week NUMBER (default: this week, clamped to the plan) with items grouped by block, each
     with its progress and note, plus hours logged per block this week."""
-    start = tracker.start_date(store)
-    today = tracker.local_day(tracker.now())
-    week = tracker.pick_week(store, plan, number)
+    start = progress.start_date(store)
+    today = progress.local_day(progress.now())
+    week = progress.pick_week(store, plan, number)
     if week is None:
         have = ", ".join(str(w.number) for w in plan.weeks)
         raise ActionError(f"there is no week {number}; the plan has weeks {have}")
     position = plan.weeks.index(week) + 1
-    first, last = tracker.week_dates(start, position)
+    first, last = progress.week_dates(start, position)
     by_day = store.seconds_by_day(first.isoformat(), last.isoformat())
-    prog = tracker.progress(store, plan)
+    prog = progress.progress(store, plan)
     notes = store.notes()
-    from zero2vllm import evidence
+    from zero2vllm.tracker import evidence
 
     labs = evidence.by_item(store, plan)  # each lab's status beside the item it closes
     groups: list[dict] = []
@@ -163,8 +163,8 @@ def week_view(store: Store, plan: Plan, number: int | None) -> dict:
 # -- labs and their evidence -----------------------------------------------------------------------
 def labs_view(store: Store, plan: Plan | None) -> list[dict]:
     """Every lab (and any other subject with recorded runs, such as `kv-cache` profiles) with
-    its status (the one rule in zero2vllm.evidence), its plan item and its runs, newest first."""
-    from zero2vllm import evidence
+    its status (the one rule in zero2vllm.tracker.evidence), its plan item and its runs, newest first."""
+    from zero2vllm.tracker import evidence
 
     out = []
     for st in evidence.statuses(store, plan, others=True):
@@ -225,7 +225,7 @@ def cards_due(store: Store, plan: Plan, now: datetime) -> int | None:
     """How many cards are due now (as `z2v review` counts them); None without fsrs."""
     if not review_installed():
         return None
-    from zero2vllm import review
+    from zero2vllm.tracker import review
 
     return len(review.due_cards(store, plan, now))
 
@@ -240,14 +240,14 @@ def review_view(store: Store, plan: Plan, now: datetime, *, week: int | None = N
     session waits while unseen ones remain", for a page that has no session. REVEAL names the
     card whose answer to show; if it is no longer due (rated meanwhile elsewhere), the page
     asks the next card instead."""
-    from zero2vllm import review
+    from zero2vllm.tracker import review
 
     if week is not None and plan.week(week) is None:
         have = ", ".join(str(w.number) for w in plan.weeks)
         raise ActionError(f"there is no week {week}; the plan has weeks {have}")
-    today = tracker.local_day(now)
+    today = progress.local_day(now)
     due = review.due_cards(store, plan, now, week=week)
-    due.sort(key=lambda c: (c.last_review is not None and tracker.local_day(c.last_review) == today, c.due))
+    due.sort(key=lambda c: (c.last_review is not None and progress.local_day(c.last_review) == today, c.due))
     shown = next((c for c in due if c.id == reveal), None) if reveal else None
     card = shown or (due[0] if due else None)
     st = review.stats(store, plan, now, week=week)

@@ -22,9 +22,9 @@ import io
 import json
 from datetime import datetime, timedelta
 
-from zero2vllm import tracker
-from zero2vllm.plan import Plan
-from zero2vllm.store import Store
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.plan import Plan
+from zero2vllm.tracker.store import Store
 
 FORMATS = ("md", "html", "png")
 
@@ -44,25 +44,25 @@ def _week_labs(week_number: int) -> set[str]:
 
 
 def _local_day(at: str):
-    return tracker.local_day(datetime.fromisoformat(at))
+    return progress.local_day(datetime.fromisoformat(at))
 
 
 def build(store: Store, plan: Plan, week_number: int, now: datetime) -> dict:
-    from zero2vllm import review
+    from zero2vllm.tracker import review
 
     week = plan.week(week_number)
     if week is None:
         have = ", ".join(str(w.number) for w in plan.weeks)
         raise ReportError(f"there is no week {week_number}; the plan has weeks {have}")
     index = plan.weeks.index(week) + 1
-    start = tracker.start_date(store)
-    first, last = tracker.week_dates(start, index)
-    today = tracker.local_day(now)
+    start = progress.start_date(store)
+    first, last = progress.week_dates(start, index)
+    today = progress.local_day(now)
 
-    prog = tracker.progress(store, plan)
+    prog = progress.progress(store, plan)
     notes = store.notes()
     by_day = store.seconds_by_day(first.isoformat(), last.isoformat())
-    planned = tracker.planned_hours_by_day(plan, start)
+    planned = progress.planned_hours_by_day(plan, start)
     days = [first + timedelta(days=i) for i in range(7)]
     in_week = store.seconds_by_item_between(first.isoformat(), last.isoformat())
     c = plan.commitment

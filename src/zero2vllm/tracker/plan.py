@@ -23,7 +23,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 
-from zero2vllm.durations import format_duration
+from zero2vllm.tracker.durations import format_duration
 
 DRAFT_MARK = "[draft]"
 
@@ -461,7 +461,7 @@ def split_annotation(text: str) -> tuple[str, str | None, Progress | None]:
 
 
 def parse_progress(ann: str) -> Progress:
-    from zero2vllm.durations import parse_duration
+    from zero2vllm.tracker.durations import parse_duration
 
     a = ann.lower().strip()
     p = Progress()

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zero2vllm import actions, tracker
-from zero2vllm.plan import Item, Plan, PlanError
-from zero2vllm.store import Store
+from zero2vllm.tracker import actions
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.plan import Item, Plan, PlanError
+from zero2vllm.tracker.store import Store
 
 FIELDS = ("duration_s", "code_path", "files_hash", "criteria", "metrics", "artifacts")
 
@@ -66,7 +67,7 @@ def close_lab_item(store: Store, lab_id: str, plan: Plan | None = None) -> str |
 
 def plan_or_none(store: Store) -> Plan | None:
     try:
-        return tracker.load_plan(store)
+        return progress.load_plan(store)
     except PlanError:  # a broken plan text must not stop a run from being recorded
         return None
 

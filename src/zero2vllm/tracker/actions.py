@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 
-from zero2vllm import plan as planlib
-from zero2vllm import tracker
-from zero2vllm.durations import DurationError, format_duration, parse_duration
-from zero2vllm.plan import Item, Plan
-from zero2vllm.store import Store
+from zero2vllm.tracker import plan as planlib
+from zero2vllm.tracker import progress
+from zero2vllm.tracker.durations import DurationError, format_duration, parse_duration
+from zero2vllm.tracker.plan import Item, Plan
+from zero2vllm.tracker.store import Store
 
 MAX_LOG_SECONDS = 24 * 3600  # one entry is one day's study; more is a typo or needs --on per day
 
@@ -41,7 +41,7 @@ class ActionError(ValueError):
 
 def find_item(plan: Plan, ref: str, *, exact: bool = False) -> Item:
     """The plan item REF names. The CLI takes what people type (an id, a unique prefix, title
-    words; see `tracker.resolve`); a page sends ids it rendered itself, so `exact=True` takes
+    words; see `progress.resolve`); a page sends ids it rendered itself, so `exact=True` takes
     only an id, and an id that left the plan (re-imported meanwhile) never matches another item."""
     if exact:
         item = plan.item(ref)
@@ -49,8 +49,8 @@ def find_item(plan: Plan, ref: str, *, exact: bool = False) -> Item:
             raise ActionError(f"no item {ref!r} in the plan (was the plan re-imported? reload the page)")
         return item
     try:
-        return tracker.resolve(plan, ref)
-    except tracker.RefError as exc:
+        return progress.resolve(plan, ref)
+    except progress.RefError as exc:
         raise ActionError(str(exc)) from None
 
 
@@ -68,7 +68,7 @@ def set_status(store: Store, plan: Plan, ref: str, status: str, *, exact: bool =
 # -- time ------------------------------------------------------------------------------------------
 def parse_day(text: str | None) -> date:
     """The day a log counts on: YYYY-MM-DD, 'today' or 'yesterday' (empty: today)."""
-    today = tracker.local_day(tracker.now())
+    today = progress.local_day(progress.now())
     if text in (None, "", "today"):
         return today
     if text == "yesterday":
@@ -103,11 +103,11 @@ def start_timer(store: Store, plan: Plan, ref: str, at: datetime | None = None, 
     """Start a timer on an item. A running timer is stopped first, its time logged on the day
     it started; the message then has two lines (what was stopped, what was started)."""
     item = find_item(plan, ref, exact=exact)
-    at = at or tracker.now()
+    at = at or progress.now()
     lines = []
     running = store.timer()
     if running is not None:
-        stopped = store.stop_timer(at, tracker.local_day(running.started_at).isoformat(),
+        stopped = store.stop_timer(at, progress.local_day(running.started_at).isoformat(),
                                    "stop (timer switched)")
         if stopped:
             secs = int((at - stopped[0].started_at).total_seconds())
@@ -122,8 +122,8 @@ def stop_timer(store: Store, at: datetime | None = None) -> str:
     timer = store.timer()
     if timer is None:
         raise ActionError("no timer is running", cli="no timer is running; start one with `z2v start ITEM`")
-    at = at or tracker.now()
-    result = store.stop_timer(at, tracker.local_day(timer.started_at).isoformat(),
+    at = at or progress.now()
+    result = store.stop_timer(at, progress.local_day(timer.started_at).isoformat(),
                               f"stop timer on {timer.item_id}")
     if result is None:  # another process (the CLI, another tab) stopped it between the two calls
         raise ActionError("the timer was stopped elsewhere meanwhile",
@@ -153,10 +153,10 @@ def undo(store: Store) -> str:
 def set_start_date(store: Store, day: str | None) -> str:
     """The day week 1 starts (normally a Monday); empty: this week's Monday."""
     if store.get_plan() is None:
-        tracker.load_plan(store)  # a new store: the bundled plan, so there is a start to set
+        progress.load_plan(store)  # a new store: the bundled plan, so there is a start to set
     text = (day or "").strip()
     try:
-        start = date.fromisoformat(text) if text else tracker.monday_of(tracker.local_day(tracker.now()))
+        start = date.fromisoformat(text) if text else progress.monday_of(progress.local_day(progress.now()))
     except ValueError:
         message = f"{day!r} is not a date; write it as YYYY-MM-DD"
         raise ActionError(message, cli=f"--on {message}") from None
@@ -165,12 +165,12 @@ def set_start_date(store: Store, day: str | None) -> str:
     return f"Week 1 starts on {start.isoformat()}{note}."
 
 
-def import_plan_text(store: Store, data: bytes | str, name: str) -> tuple[tracker.ImportReport, list[str]]:
+def import_plan_text(store: Store, data: bytes | str, name: str) -> tuple[progress.ImportReport, list[str]]:
     """Import a plan text (bytes are decoded as the CLI decodes files). A text that does not
     parse raises `PlanError` with its line number (pages point at the line), nothing stored.
     Returns the report and what to tell the learner: a headline, then one line per detail."""
     text = planlib.decode(data) if isinstance(data, bytes) else data
-    report = tracker.import_plan(store, text, name)
+    report = progress.import_plan(store, text, name)
     plan = report.plan
     drafts = sum(w.draft for w in plan.weeks)
     lines = [f"Imported {plan.title!r}: {len(plan.weeks)} weeks ({drafts} draft), {report.items} items."]

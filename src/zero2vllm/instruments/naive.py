@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from zero2vllm.serving.metrics import Metrics
+from zero2vllm.instruments.metrics import Metrics
 
 MAX_BODY_BYTES = 1 << 20  # a 1 MiB JSON body is far more than any prompt we accept
 

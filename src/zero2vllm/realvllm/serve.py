@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from zero2vllm import vllm_env
+from zero2vllm.realvllm import env as vllm_env
 
 SMOLLM2_SERVED_NAME = "smollm2"
 
@@ -227,7 +227,7 @@ class VllmServer:
         return model_folder(self.cfg.model)
 
     def command(self, folder: Path) -> list[str]:
-        from zero2vllm import vllm_launch
+        from zero2vllm.realvllm import launch as vllm_launch
 
         cmd = [str(vllm_env.venv_python(self.venv)), vllm_launch.__file__, "serve", str(folder),
                "--host", self.cfg.host, "--port", str(self.cfg.port),

@@ -13,7 +13,7 @@ server is never the bottleneck.
     GET  /fake/timings     each POST's time inside the server (to separate the server's own
                            scheduling delays from the benchmark's overhead)
 
-    python -m zero2vllm.serving.fake --port 0 --delay 0.05   # prints "listening on http://..."
+    python -m fake_server --port 0 --delay 0.05   # prints "listening on http://..."
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class FakeLLMServer:
         if method == "GET" and path == "/v1/models":
             return await self.send(writer, 200, {"object": "list", "data": [{"id": self.model}]})
         if method == "GET" and path == "/metrics":
-            from zero2vllm.serving.metrics import process_memory_lines
+            from zero2vllm.instruments.metrics import process_memory_lines
 
             text = "\n".join(process_memory_lines() + [
                 f"fake_requests_total {self.requests}",
@@ -223,7 +223,7 @@ async def _serve(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m zero2vllm.serving.fake", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m fake_server", description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before /generate answers")

@@ -24,7 +24,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from zero2vllm.plan import DRAFT_MARK, RE_URL, Concept, Item, Plan, Week
+from zero2vllm.tracker.plan import DRAFT_MARK, RE_URL, Concept, Item, Plan, Week
 
 MIN_WORDS, MAX_WORDS = 250, 700
 SHINGLE = 8  # words in a row that count as copied

@@ -380,7 +380,7 @@ def human_size(n: float) -> str:
 
 def import_check(venv: Path, timeout: float = 180.0) -> tuple[bool, str]:
     """Import vllm in its venv through the launcher (which answers the version lookup)."""
-    from zero2vllm import vllm_launch
+    from zero2vllm.realvllm import launch as vllm_launch
 
     try:
         proc = subprocess.run(

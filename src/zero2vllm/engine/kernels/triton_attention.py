@@ -82,7 +82,7 @@ def load_decode_kernel(kv_cache: torch.Tensor, num_heads: int):
     if triton is None:
         print("engine: triton not installed; decode attention uses the PyTorch gather path", file=sys.stderr)
         return None
-    from .attention import decode_kernel_error
+    from ..attention import decode_kernel_error
 
     try:
         err = decode_kernel_error(paged_decode, kv_cache, num_heads)

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from zero2vllm import plan as planlib
-from zero2vllm.plan import Item, Plan, PlanError, Progress
-from zero2vllm.store import Store
+from zero2vllm.tracker import plan as planlib
+from zero2vllm.tracker.plan import Item, Plan, PlanError, Progress
+from zero2vllm.tracker.store import Store
 
 BUNDLED_NAME = "bundled default plan"
 

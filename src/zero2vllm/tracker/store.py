@@ -547,7 +547,7 @@ class Store:
             out.append(d)
         return out
 
-    # -- cards and reviews (zero2vllm.review: FSRS concept review) ------------------------------
+    # -- cards and reviews (zero2vllm.tracker.review: FSRS concept review) ------------------------------
     CARD_FIELDS = ("question", "answer", "week", "suspended")
 
     def cards(self, *, include_suspended: bool = True) -> list[dict]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .attention import AttnGroup, decode_kernel_error
+from ..attention import AttnGroup, decode_kernel_error
 
 SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]

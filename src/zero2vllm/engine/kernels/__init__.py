@@ -1,0 +1,1 @@
+"""Decode attention kernels for the mini engine: Triton on GPUs, C++ on CPUs."""

@@ -1,0 +1,1 @@
+"""Real vLLM in its own venv: install (env), serve and launch."""
