@@ -20,7 +20,7 @@ own week-1 model.py here and add the cache to it: the checks only use the interf
 
 Positions come from a learned table with block_size rows, so a cached generation can hold at
 most block_size tokens in all: when prompt + new tokens would not fit, fall back to the
-uncached loop (the checks stay within block_size).
+uncached loop (the checks generate past block_size and compare with that sliding window).
 """
 
 import math
