@@ -1,7 +1,7 @@
 """Terminal output for the tracker: styled on a terminal, plain when piped or NO_COLOR is set.
 
-Deliberately not rich: importing rich.console costs ~20 ms, an eighth of `z2v status`'s budget,
-for two styles. Commands that draw tables (labs, benchmarks) use rich themselves.
+Deliberately not rich: importing rich.console costs a large part of `z2v status`'s start-up
+budget, for two styles. Commands that draw tables (labs, benchmarks) use rich themselves.
 """
 
 from __future__ import annotations

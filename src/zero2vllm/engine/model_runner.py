@@ -31,10 +31,9 @@ def keep_freed_memory() -> None:
 
     A prompt step allocates and frees tensors of up to ~25 MB per op. By default malloc serves the
     main thread's large blocks with fresh mmap()s, or trims its heap after a free, so the next
-    tensor page-faults all its memory in again: a 2048-token prefill forward in the main thread
-    (offline `generate`) took 2875 ms, 2488 ms with these two settings; the server's engine
-    thread has its own malloc arena and gained less (2502 -> 2432 ms;
-    benchmarks/engine_prefill_malloc.py). Not glibc (macOS, musl): nothing to do.
+    tensor page-faults all its memory in again. A prefill in the main thread (offline `generate`)
+    gains most; the server's engine thread has its own malloc arena and gains less
+    (docs/benchmarks.md, benchmarks/engine_prefill_malloc.py). Not glibc (macOS, musl): nothing to do.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

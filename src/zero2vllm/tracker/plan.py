@@ -53,7 +53,7 @@ STOPWORDS = {
 
 class _LazyRe:
     """A pattern compiled on first use: `z2v status` reads a cached parse and never needs them
-    (compiling all of them costs ~15 ms of its start-up)."""
+    (compiling all of them is a visible part of its start-up)."""
 
     def __init__(self, pattern: str, flags: int = 0):
         self.pattern, self.flags, self._re = pattern, flags, None

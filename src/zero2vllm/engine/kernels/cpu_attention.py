@@ -2,9 +2,9 @@
 
 PyTorch has no paged attention, so the PyTorch path (attention.py) gathers each decode batch's
 blocks into a padded copy and calls SDPA. The kernel reads K/V in place instead, in one pass with
-an online softmax, prefetching the next block while it works on this one. In a SmolLM2 decode
-step of 16 sequences on the 2-core CPU, attention took 10.5 ms instead of 14.1
-(benchmarks/engine_decode_breakdown.py); through HTTP the engine went from ~0.97x to 1.10x vLLM.
+an online softmax, prefetching the next block while it works on this one. What it saves, in a
+decode step and through HTTP, is measured in docs/benchmarks.md (benchmarks/engine_decode_breakdown.py,
+benchmarks/engine_cpu_ab.sh).
 
 It is compiled with the machine's g++ against PyTorch's headers (at::parallel_for runs it on
 PyTorch's own threads) into $ZERO2VLLM_KERNEL_CACHE, else the user's cache directory; the file
