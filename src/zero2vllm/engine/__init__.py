@@ -3,8 +3,11 @@
 Read it in this order (docs/engine-walkthrough.md follows one request through it):
 sequence.py -> block_manager.py -> scheduler.py -> attention.py -> model.py -> model_runner.py
 -> llm_engine.py -> engine_thread.py -> openai_protocol.py -> api_server.py (its HTTP framing:
-serving/http_server.py)
-(then the decode kernels: triton_attention.py, cpu_attention.py).
+instruments/http_server.py)
+(then the decode kernels: kernels/triton_attention.py, kernels/cpu_attention.py).
+
+The names below load on first use, so `zero2vllm.engine.traces` (saved traces, stdlib only) can
+be read by the dashboard without importing torch.
 """
 
 import os
@@ -16,8 +19,14 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "100000")
 
-from .config import EngineConfig, ModelConfig  # noqa: E402
-from .llm_engine import LLMEngine  # noqa: E402
-from .sequence import SamplingParams, Sequence  # noqa: E402
+_LAZY = {"EngineConfig": "config", "ModelConfig": "config", "LLMEngine": "llm_engine",
+         "SamplingParams": "sequence", "Sequence": "sequence"}
+__all__ = list(_LAZY)
 
-__all__ = ["EngineConfig", "ModelConfig", "LLMEngine", "SamplingParams", "Sequence"]
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

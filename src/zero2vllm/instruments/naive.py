@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zero2vllm.instruments.metrics import Metrics
-from zero2vllm.instruments.wsgi_server import ServerThread, make_http_server  # noqa: F401 (callers import them here)
+from zero2vllm.instruments.wsgi_server import ServerThread, make_http_server  # noqa: F401 - callers import them here
 
 MAX_BODY_BYTES = 1 << 20  # a 1 MiB JSON body is far more than any prompt we accept
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
