@@ -159,7 +159,7 @@ def test_a_start_on_any_weekday_gives_one_calendar(z2v, home, clock, start, tmp_
     assert sat[0]["logged"] == 2.0 and report["week"]["start"] == "2026-11-23"
     from zero2vllm.web.app import create_app
 
-    client = create_app(home / "zero2vllm.db", cache=False).test_client()
+    client = create_app(home / "zero2vllm.db").test_client()
     html = client.get("/week/1").get_data(as_text=True)
     weekend = html.split("Weekend", 1)[1][:600]
     assert "2.0h" in weekend

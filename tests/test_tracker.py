@@ -148,7 +148,7 @@ def test_notes(z2v, home):
 ])
 def test_item_references(ref, expected):
     plan = progress.planlib.parse(tracker_default_text())
-    assert progress.resolve(plan, ref).id == expected
+    assert plan.find(ref).id == expected
 
 
 def tracker_default_text() -> str:

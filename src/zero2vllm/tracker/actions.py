@@ -22,7 +22,7 @@ from datetime import date, datetime, time, timedelta
 from zero2vllm.tracker import plan as planlib
 from zero2vllm.tracker import progress
 from zero2vllm.tracker.durations import DurationError, format_duration, parse_duration
-from zero2vllm.tracker.plan import Item, Plan
+from zero2vllm.tracker.plan import Item, Plan, RefError
 from zero2vllm.tracker.store import Store
 
 MAX_LOG_SECONDS = 24 * 3600  # one entry is one day's study; more is a typo or needs --on per day
@@ -44,7 +44,7 @@ class ActionError(ValueError):
 
 def find_item(plan: Plan, ref: str, *, exact: bool = False) -> Item:
     """The plan item REF names. The CLI takes what people type (an id, a unique prefix, title
-    words; see `progress.resolve`); a page sends ids it rendered itself, so `exact=True` takes
+    words; see `Plan.find`); a page sends ids it rendered itself, so `exact=True` takes
     only an id, and an id that left the plan (re-imported meanwhile) never matches another item."""
     if exact:
         item = plan.item(ref)
@@ -52,8 +52,8 @@ def find_item(plan: Plan, ref: str, *, exact: bool = False) -> Item:
             raise ActionError(f"no item {ref!r} in the plan (was the plan re-imported? reload the page)")
         return item
     try:
-        return progress.resolve(plan, ref)
-    except progress.RefError as exc:
+        return plan.find(ref)
+    except RefError as exc:
         raise ActionError(str(exc)) from None
 
 

@@ -19,6 +19,7 @@ changed. Lines we add to the user's plan end in " [draft]" so the user can see a
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -199,6 +200,20 @@ class Commitment:
     weekend_max: float | None
 
 
+class RefError(ValueError):
+    """An item reference that names no item, or several."""
+
+
+def _haystack(item: Item, details: bool = False) -> str:
+    extra = " ".join(d.text for d in item.details) if details else ""
+    return f"{item.id} {item.label} {item.title} {item.kind} {extra}".lower()
+
+
+def _ambiguous(ref: str, found: list[Item]) -> str:
+    shown = ", ".join(i.id for i in found[:6]) + (" ..." if len(found) > 6 else "")
+    return f"{ref!r} matches {len(found)} items: {shown}; use more words or the id"
+
+
 @dataclass
 class Plan:
     title: str
@@ -215,6 +230,39 @@ class Plan:
 
     def item(self, item_id: str) -> Item | None:
         return next((i for i in self.items() if i.id == item_id), None)
+
+    def find(self, ref: str) -> Item:
+        """The item REF names: an id, a unique id prefix or suffix, or words from the title
+        ("karpathy intro"). The one lookup of what people type; RefError says what matched."""
+        items = self.items()
+        key = ref.strip().lower()
+        if not key:
+            raise RefError("empty item reference; give an id like w1.illustrated-transformer or title words")
+        for item in items:
+            if item.id == key:
+                return item
+        for test in (lambda i: i.id.startswith(key), lambda i: i.id.split(".", 1)[1].startswith(key)):
+            found = [i for i in items if test(i)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise RefError(_ambiguous(ref, found))
+        words = re.findall(r"[a-z0-9]+", key)
+        for details in (False, True):  # titles first; a project's steps only when no title matches
+            found = [i for i in items if all(re.search(rf"\b{re.escape(w)}", _haystack(i, details)) for w in words)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise RefError(_ambiguous(ref, found))
+        scored = sorted(
+            items,
+            key=lambda i: -max(
+                difflib.SequenceMatcher(None, key, i.id).ratio(),
+                difflib.SequenceMatcher(None, key, i.title.lower()).ratio(),
+            ),
+        )[:3]
+        close = ", ".join(i.id for i in scored)
+        raise RefError(f"no item matches {ref!r}; closest: {close} (see `z2v week N` for ids)")
 
     def week(self, number: int) -> Week | None:
         return next((w for w in self.weeks if w.number == number), None)

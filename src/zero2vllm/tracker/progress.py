@@ -14,9 +14,7 @@ Definitions (shown to the user in `z2v status --help` and the docs):
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -144,53 +142,6 @@ def import_plan(store: Store, text: str, name: str) -> ImportReport:
 
 
 # -- item references ------------------------------------------------------------------------------
-class RefError(ValueError):
-    pass
-
-
-def _haystack(item: Item, details: bool = False) -> str:
-    extra = " ".join(d.text for d in item.details) if details else ""
-    return f"{item.id} {item.label} {item.title} {item.kind} {extra}".lower()
-
-
-def resolve(plan: Plan, ref: str) -> Item:
-    """An id, a unique id prefix or suffix, or words from the title ("karpathy intro")."""
-    items = plan.items()
-    key = ref.strip().lower()
-    if not key:
-        raise RefError("empty item reference; give an id like w1.illustrated-transformer or title words")
-    for item in items:
-        if item.id == key:
-            return item
-    for test in (lambda i: i.id.startswith(key), lambda i: i.id.split(".", 1)[1].startswith(key)):
-        found = [i for i in items if test(i)]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise RefError(_ambiguous(ref, found))
-    words = re.findall(r"[a-z0-9]+", key)
-    for details in (False, True):  # titles first; a project's steps only when no title matches
-        found = [i for i in items if all(re.search(rf"\b{re.escape(w)}", _haystack(i, details)) for w in words)]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise RefError(_ambiguous(ref, found))
-    scored = sorted(
-        items,
-        key=lambda i: -max(
-            difflib.SequenceMatcher(None, key, i.id).ratio(),
-            difflib.SequenceMatcher(None, key, i.title.lower()).ratio(),
-        ),
-    )[:3]
-    close = ", ".join(i.id for i in scored)
-    raise RefError(f"no item matches {ref!r}; closest: {close} (see `z2v week N` for ids)")
-
-
-def _ambiguous(ref: str, found: list[Item]) -> str:
-    shown = ", ".join(i.id for i in found[:6]) + (" ..." if len(found) > 6 else "")
-    return f"{ref!r} matches {len(found)} items: {shown}; use more words or the id"
-
-
 # -- progress -------------------------------------------------------------------------------------
 @dataclass
 class ItemProgress:
