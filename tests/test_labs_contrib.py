@@ -180,6 +180,6 @@ def test_fixture_cases_name_real_builders_and_criteria():
             assert callable(getattr(importlib.import_module(module), func)), case
             assert case.get("criterion", doc["scaffold_fails_on"]) in names, case
             for value in case.get("env", {}).values():
-                assert (Path(__file__).parents[1] / value).is_dir(), value
+                assert Path(value.replace("{tests}", str(Path(__file__).parent))).is_dir(), value
         seen += 1
     assert seen == 5  # repro, own-test, pr-ready, pr-merged, dev-setup

@@ -70,8 +70,8 @@ class _Tail:
         return text
 
 
-def _child_env(lab: Lab | None = None) -> dict:
-    env = dict(os.environ)
+def _child_env(lab: Lab | None = None, extra: dict | None = None) -> dict:
+    env = {**os.environ, **(extra or {})}
     src = str(Path(zero2vllm.__file__).resolve().parent.parent)
     if lab is not None and not lab.package.startswith("zero2vllm."):
         src += os.pathsep + str(lab.import_root)  # a lab outside the package (dev-check's tests)
@@ -111,10 +111,12 @@ def run_check(
     inputs: dict | None = None,
     limits: Limits | None = None,
     stop_after: str | None = None,
+    env: dict | None = None,
 ) -> CheckResult:
     """Run LAB's checks on PATH in a sandboxed child process (sandbox.py); `on_event` sees each
     event as it arrives. DB_PATH is the store to hide from it (besides the data directory);
-    INPUTS (JSON) is what its checks may need from the store."""
+    INPUTS (JSON) is what its checks may need from the store; ENV is added to its environment
+    (dev-check's fixture cases: a recorded GitHub replay)."""
     timeout_s = timeout_s or lab.time_limit_s
     path = Path(path).resolve()
     started = time.perf_counter()
@@ -128,7 +130,7 @@ def run_check(
         nonce = secrets.token_hex(16)
         events_r, events_w = os.pipe()
         setup_r, setup_w = os.pipe()
-        env = box.env(_child_env(lab))
+        env = box.env(_child_env(lab, env))
         if writable:  # the model cache by its real path: the data directory is hidden
             env.setdefault("ZERO2VLLM_MODEL_CACHE", str(writable[0]))
         cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.package, "--package", str(path),
