@@ -24,6 +24,8 @@ def test_dev_check_of_each_lab_passes(z2v, lab_id):
     every known mistake fails on the criterion that names it."""
     report = json.loads(z2v("lab", "dev-check", lab_id, "--json", "--jobs", "2", expect=None).output)
     rows = report["labs"][0]["rows"]
+    if rows and all(r["verdict"] == "skipped" for r in rows):  # requires = "vllm", none here
+        pytest.skip(rows[0]["got"])
     bad = [f"{r['case']}: {r['verdict']} ({r['got']}) {r['detail']}" for r in rows
            if r["verdict"] not in ("ok", "skipped")]
     assert report["passed"] and not bad, "\n".join(bad)

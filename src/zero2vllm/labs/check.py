@@ -99,6 +99,14 @@ def _store_paths(db_path: Path | None) -> tuple[list[Path], list[Path]]:
     return hide, [cache]
 
 
+def _vllm_venv() -> Path | None:
+    """Real vLLM's venv, when there is one (the contribution labs read and run it)."""
+    from zero2vllm.realvllm.env import venv_dir
+
+    venv = venv_dir()
+    return venv if venv.is_dir() else None
+
+
 def run_check(
     lab: Lab,
     path: Path,
@@ -123,6 +131,9 @@ def run_check(
     hash_before = files_hash(path)
     hide, writable = _store_paths(db_path)
     readable = [] if lab.package.startswith("zero2vllm.") else [lab.import_root]
+    vllm_venv = _vllm_venv()
+    if vllm_venv is not None:  # `z2v vllm install`'s venv may be inside the hidden data dir
+        readable.append(vllm_venv)
     with Sandbox(path, hide=hide, writable=writable, readable=readable, host_network=lab.host_network,
                  limits=limits or Limits()) as box:
         if on_event:
@@ -133,6 +144,8 @@ def run_check(
         env = box.env(_child_env(lab, env))
         if writable:  # the model cache by its real path: the data directory is hidden
             env.setdefault("ZERO2VLLM_MODEL_CACHE", str(writable[0]))
+        if vllm_venv is not None:  # and vLLM's venv by its real path (HOME is not the user's)
+            env.setdefault("ZERO2VLLM_VLLM_VENV", str(vllm_venv))
         cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.package, "--package", str(path),
                "--events-fd", str(events_w), "--setup-fd", str(setup_r)]
         if fast:

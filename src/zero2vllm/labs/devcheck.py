@@ -34,6 +34,7 @@ from zero2vllm.labs import Lab
 
 CASES_FILE = "cases.toml"
 VLLM_SKIP = "skipped: needs real vLLM (Z2V_TEST_VLLM=1)"
+REQUIRES = ("vllm", "vllm-server")  # real vLLM installed; a real vLLM serving
 VLLM_NOT_SERVING = ("skipped: no vLLM is serving (start `z2v vllm serve` and run `z2v compare`; "
                     "tests/test_vllm_e2e.py checks this lab end to end)")
 
@@ -84,7 +85,7 @@ class Row:
 
 
 def load_cases(lab: Lab, folder: Path) -> tuple[list[Case], str | None]:
-    """The cases of LAB in FOLDER (its tests/lab_cases/<id>), and what they require ("vllm")."""
+    """The cases of LAB in FOLDER (its tests/lab_cases/<id>), and what they require (REQUIRES)."""
     file = folder / CASES_FILE
     try:
         spec = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -94,6 +95,8 @@ def load_cases(lab: Lab, folder: Path) -> tuple[list[Case], str | None]:
         raise DevCheckError(f"{file}: {exc}") from None
     if not spec.get("scaffold_fails_on"):
         raise DevCheckError(f"{file}: set scaffold_fails_on = \"<criterion>\"")
+    if spec.get("requires") not in (None, *REQUIRES):
+        raise DevCheckError(f"{file}: requires is one of {', '.join(REQUIRES)}")
     if spec.get("kind") == "fixture":
         return fixture_cases(spec, folder), spec.get("requires")
     cases = [Case("scaffold", "scaffold", lab.scaffold_dir, fails_on=spec["scaffold_fails_on"],
@@ -246,10 +249,12 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
               on_row: Callable[[Row], None] | None = None) -> list[Row]:
     """Every case of LAB, in the order of load_cases (scaffold, reference, correct, mistakes)."""
     cases, requires = load_cases(lab, folder)
-    skip = vllm_skip_reason() if requires == "vllm" else None
+    skip = vllm_skip_reason(requires) if requires else None
 
     def one(case: Case) -> Row:
-        if skip and case.kind != "scaffold":
+        # without a server the scaffold still runs (it fails before reaching one); a lab that
+        # needs vLLM installed cannot judge even its scaffold without it
+        if skip and (case.kind != "scaffold" or requires == "vllm"):
             row = Row(case, "skipped", skip)
         else:
             row = run_case(lab, case, inputs=inputs)
@@ -263,10 +268,16 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
         return list(pool.map(one, cases))
 
 
-def vllm_skip_reason() -> str | None:
-    """Why rows that need real vLLM cannot run here, or None when a vLLM is serving."""
+def vllm_skip_reason(requires: str = "vllm-server") -> str | None:
+    """Why rows that need real vLLM cannot run here, or None when they can: REQUIRES "vllm" is
+    real vLLM installed (`z2v vllm install`, or $ZERO2VLLM_VLLM_VENV), "vllm-server" one serving."""
     if os.environ.get("Z2V_TEST_VLLM") != "1":
         return VLLM_SKIP
+    if requires == "vllm":
+        from zero2vllm.realvllm.env import is_installed, venv_dir
+
+        return None if is_installed() else (f"skipped: no real vLLM installed at {venv_dir()} "
+                                            "(`z2v vllm install`, or set ZERO2VLLM_VLLM_VENV)")
     from zero2vllm.realvllm.serve import read_state
 
     state = read_state()
