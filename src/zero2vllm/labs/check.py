@@ -99,6 +99,21 @@ def _store_paths(db_path: Path | None) -> tuple[list[Path], list[Path]]:
     return hide, [cache]
 
 
+def _caches(lab: Lab) -> dict[str, Path]:
+    """The caches LAB names (Lab.caches), by the variable that points a tool at it, made so a
+    bind can show them in the sandbox at their real path."""
+    found = {}
+    if "pre-commit" in lab.caches:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(os.environ.get("PRE_COMMIT_HOME") or Path(xdg) / "pre-commit").expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            found["PRE_COMMIT_HOME"] = path
+        except OSError:
+            pass  # then pre-commit says itself what it cannot write
+    return found
+
+
 def _vllm_venv() -> Path | None:
     """Real vLLM's venv, when there is one (the contribution labs read and run it)."""
     from zero2vllm.realvllm.env import venv_dir
@@ -130,11 +145,12 @@ def run_check(
     started = time.perf_counter()
     hash_before = files_hash(path)
     hide, writable = _store_paths(db_path)
+    caches = _caches(lab)
     readable = [] if lab.package.startswith("zero2vllm.") else [lab.import_root]
     vllm_venv = _vllm_venv()
     if vllm_venv is not None:  # `z2v vllm install`'s venv may be inside the hidden data dir
         readable.append(vllm_venv)
-    with Sandbox(path, hide=hide, writable=writable, readable=readable, host_network=lab.host_network,
+    with Sandbox(path, hide=hide, writable=writable + list(caches.values()), readable=readable, host_network=lab.host_network,
                  limits=limits or Limits()) as box:
         if on_event:
             on_event({"event": "sandbox", "isolation": box.isolation})
@@ -146,6 +162,7 @@ def run_check(
             env.setdefault("ZERO2VLLM_MODEL_CACHE", str(writable[0]))
         if vllm_venv is not None:  # and vLLM's venv by its real path (HOME is not the user's)
             env.setdefault("ZERO2VLLM_VLLM_VENV", str(vllm_venv))
+        env.update({name: str(p) for name, p in caches.items()})
         cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.package, "--package", str(path),
                "--events-fd", str(events_w), "--setup-fd", str(setup_r)]
         if fast:

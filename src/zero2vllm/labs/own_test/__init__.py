@@ -12,4 +12,5 @@ LAB = Lab(
     entry=None,  # nothing to import: the checks run git, pytest and pre-commit in your clone
     time_limit_s=1200.0,
     check_inputs=("contrib",),  # what `z2v contrib` stored, passed in
+    caches=("pre-commit",),  # `pre-commit run` uses the hook environments you already have
 )
