@@ -438,7 +438,7 @@ def state_dev_setup_failing_test(root: Path) -> Path:
 
 def state_pr_url(root: Path) -> Path:
     """A pr-merged lab folder naming the recorded PR; the case's env picks the recorded stage
-    (ZERO2VLLM_GITHUB_REPLAY=tests/data/github/<stage>)."""
+    (ZERO2VLLM_GITHUB_REPLAY={tests}/data/github/<stage>)."""
     folder = root / "pr-merged"
     folder.mkdir(parents=True)
     (folder / "pr-url.txt").write_text("https://github.com/vllm-project/vllm/pull/31234\n")

@@ -18,15 +18,17 @@ ALLOWED = {
     "realvllm": {"base"},
     "instruments": {"base", "realvllm"},
     "engine": {"base", "instruments"},
-    "labs": {"base", "catalogue", "instruments", "realvllm", "engine"},
+    "contrib": {"base", "realvllm"},
+    "labs": {"base", "catalogue", "instruments", "realvllm", "engine", "contrib"},
     "web": {"base", "catalogue", "tracker", "instruments", "engine", "labs"},
-    "commands": {"base", "catalogue", "tracker", "instruments", "realvllm", "engine", "labs", "web"},
+    "commands": {"base", "catalogue", "tracker", "instruments", "realvllm", "engine", "contrib",
+                 "labs", "web"},
     "cli": {"base", "commands"},
 }
 BASE = {"__init__", "paths", "ui", "models"}
 HEAVY = {"torch", "transformers", "numpy", "flask", "matplotlib", "safetensors", "gguf",
          "accelerate", "waitress", "jinja2", "psutil", "httpx", "triton"}
-LIGHT_WINGS = {"tracker": HEAVY, "cli": HEAVY, "catalogue": HEAVY}
+LIGHT_WINGS = {"tracker": HEAVY, "cli": HEAVY, "catalogue": HEAVY, "contrib": HEAVY}
 
 
 def wing_of(module: str) -> str:

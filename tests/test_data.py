@@ -54,10 +54,12 @@ def populate(home, z2v, monkeypatch, tmp_path):
     s.add_lab_run("kv-cache", True, kind="profile", duration_s=0.1 + 0.2, code_path="/x/y.py",
                   files_hash="ab" * 32, criteria=[{"name": "c", "passed": True, "detail": "ok"}],
                   metrics={"slope": 36864.000000001, "lengths": [1, 2, 3]}, artifacts=["/x/p.png"])
-    from zero2vllm.contrib import settings
+    from zero2vllm.contrib import predictions
+    from zero2vllm.tracker import contrib_settings as settings
 
     settings.put(s, clone="/x/vllm", base="upstream/main")
-    settings.lock_prediction(s, "code-map", "token_budget", "vllm/v1/core/sched/scheduler.py::Scheduler.schedule")
+    settings.lock_prediction(s, "code-map", "token_budget",
+                             *predictions.lock("vllm/v1/core/sched/scheduler.py::Scheduler.schedule"))
     s.close()
 
 

@@ -19,11 +19,16 @@ LABS_WITH_CASES = [lab for lab in all_labs() if (CASES / lab).is_dir()]
 
 
 @pytest.mark.parametrize("lab_id", LABS_WITH_CASES)
-def test_dev_check_of_each_lab_passes(z2v, lab_id):
+def test_dev_check_of_each_lab_passes(z2v, lab_id, monkeypatch):
     """The gate CI runs: the scaffold fails where it should, every correct solution passes and
     every known mistake fails on the criterion that names it."""
+    # The week-3 labs compare against traces recorded from real vLLM here: the live differential
+    # (1,000 fresh traces) is tests/test_labs_week3_*.py's, and per case it would cost minutes.
+    monkeypatch.setenv("Z2V_LAB_ORACLE", "recorded")
     report = json.loads(z2v("lab", "dev-check", lab_id, "--json", "--jobs", "2", expect=None).output)
     rows = report["labs"][0]["rows"]
+    if rows and all(r["verdict"] == "skipped" for r in rows):  # requires = "vllm", none here
+        pytest.skip(rows[0]["got"])
     bad = [f"{r['case']}: {r['verdict']} ({r['got']}) {r['detail']}" for r in rows
            if r["verdict"] not in ("ok", "skipped")]
     assert report["passed"] and not bad, "\n".join(bad)

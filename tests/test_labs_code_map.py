@@ -77,14 +77,33 @@ def test_each_mistake_fails_on_its_criterion(fake_vllm, tmp_path, case):
 def test_predictions_are_revealed_against_what_the_code_does(fake_vllm, z2v, home, tmp_path):
     z2v("contrib", "predict", "code-map", "token_budget", "vllm/v1/core/sched/scheduler.py::Scheduler.schedule")
     z2v("contrib", "predict", "code-map", "block_hash_chain", "vllm/v1/core/block_pool.py::BlockPool.free_blocks")
-    result = run_check(LAB, answers(tmp_path))
-    assert result.passed
-    assert result.metrics["predictions"] == {"token_budget": True, "block_hash_chain": False}
+    out = z2v("check", "code-map", str(answers(tmp_path)), "--json").output
+    result = json.loads(out)
+    assert result["passed"]
+    assert result["metrics"]["predictions"] == {"token_budget": True, "block_hash_chain": False}
     store = Store.open(home / "zero2vllm.db")
     rows = {r["name"]: dict(r) for r in store.conn.execute("SELECT * FROM prediction")}
     store.close()
     assert rows["token_budget"]["answer"].endswith("Scheduler.schedule") and rows["token_budget"]["revealed_at"]
     assert rows["block_hash_chain"]["answer"] is None  # a wrong guess stays a hash
+    runs = json.loads(z2v("lab", "list", "--json").output)
+    assert next(r for r in runs if r["id"] == "code-map")["state"] == "passed"
+
+
+def test_a_forged_reveal_is_not_stored(z2v, home):
+    """The parent tests each answer the check reports against its hash before storing it."""
+    from zero2vllm.commands.labs import _reveal
+    from zero2vllm.tracker import contrib_settings
+
+    z2v("contrib", "predict", "code-map", "token_budget", "vllm/a.py::A.b")
+    store = Store.open(home / "zero2vllm.db")
+    try:
+        assert _reveal(store, LAB, {"token_budget": "vllm/x.py::X.y"}) == []
+        assert contrib_settings.locked(store, "code-map", "token_budget")["answer"] is None
+        assert _reveal(store, LAB, {"token_budget": "vllm/a.py::A.b"}) == ["token_budget"]
+        assert contrib_settings.locked(store, "code-map", "token_budget")["answer"] == "vllm/a.py::A.b"
+    finally:
+        store.close()
 
 
 def test_no_vllm_anywhere_is_one_line(home, tmp_path, monkeypatch):

@@ -129,10 +129,13 @@ def test_contrib_init_stores_the_clone_and_status_reads_it(z2v, home, tmp_path, 
     rows = dict(store.conn.execute("SELECT key, value FROM contrib_setting").fetchall())
     assert rows == {"clone": str(repo.resolve()), "base": "main", "pr_url": URL}
     store.close()
-    # the stored clone is what a check outside any git tree works on
+    # the stored clone is what a check outside any git tree works on: `z2v check` reads it
+    # from the store and passes it in (the check process never opens the store)
     elsewhere = tmp_path / "lab"
     elsewhere.mkdir()
-    assert run_check(get_lab("repro"), elsewhere).passed
+    out = z2v("check", "repro", str(elsewhere)).output
+    assert "PASSED" in out and str(repo.resolve()) in out
+    assert not run_check(get_lab("repro"), elsewhere).passed  # nothing passed in: no clone
     monkeypatch.setenv("ZERO2VLLM_GITHUB_REPLAY", str(GH / "opened"))
     doc = json.loads(z2v("contrib", "status", "--json").output)
     assert doc["pr"]["stage"] == "waiting for a first review" and "polite" in doc["pr"]["ping"]
@@ -156,15 +159,15 @@ def test_contrib_init_bad_input_is_one_line(z2v, tmp_path):
 
 
 def test_predictions_are_stored_hashed_and_locked(z2v, home):
-    from zero2vllm.contrib import settings
+    from zero2vllm.contrib import predictions
+    from zero2vllm.tracker import contrib_settings as settings
 
     z2v("contrib", "predict", "code-map", "token_budget", "vllm/v1/core/sched/scheduler.py::Scheduler.schedule")
     store = Store.open(home / "zero2vllm.db")
     row = dict(store.conn.execute("SELECT * FROM prediction").fetchone())
     assert "scheduler" not in json.dumps(row) and row["answer"] is None and len(row["digest"]) == 64
-    assert not settings.reveal(store, "code-map", "token_budget", "vllm/other.py::X.y")
-    assert settings.reveal(store, "code-map", "token_budget", " VLLM/v1/core/sched/scheduler.py::Scheduler.schedule ")
-    assert settings.locked(store, "code-map", "token_budget")["revealed_at"]
+    assert not predictions.matches(row, "vllm/other.py::X.y")
+    assert predictions.matches(row, " VLLM/v1/core/sched/scheduler.py::Scheduler.schedule ")
     store.close()
     r = z2v("contrib", "predict", "code-map", "token_budget", "x", expect=2)
     assert "already locked" in r.output
@@ -178,5 +181,6 @@ def test_a_lab_folder_in_another_repository_uses_the_stored_clone(z2v, tmp_path)
     cf.git(dotfiles, "init", "-q")
     from zero2vllm.contrib import repo as git
 
-    assert git.find_clone(dotfiles / "repro") == repo.resolve()
+    clone = z2v.json("contrib", "status")["settings"]["clone"]
+    assert git.find_clone(dotfiles / "repro", clone) == repo.resolve()
     assert git.find_clone(repo / "tests") == repo

@@ -27,8 +27,9 @@ def contrib_group() -> None:
 @pass_app
 def contrib_init(app, path: Path, base: str | None, python: Path | None, pr_url: str | None) -> None:
     """Remember PATH as your vLLM clone (run again to change any setting)."""
-    from zero2vllm.contrib import github, settings
+    from zero2vllm.contrib import github
     from zero2vllm.contrib import repo as git
+    from zero2vllm.tracker import contrib_settings as settings
 
     if not path.is_dir():
         raise Z2VError(f"{path} is not a directory; clone vLLM first: "
@@ -56,14 +57,14 @@ def contrib_init(app, path: Path, base: str | None, python: Path | None, pr_url:
     keep = {k: old.get(k) for k in ("base", "python", "pr_url") if old.get("clone") == values["clone"]}
     settings.put(store, **{k: (v if v is not None else keep.get(k)) for k, v in values.items()})
     click.echo(f"vLLM clone: {top.resolve()}")
-    _echo_branch(top)
+    _echo_branch(top, settings.get(store, "base"))
 
 
-def _echo_branch(top: Path) -> dict:
+def _echo_branch(top: Path, base: str | None) -> dict:
     from zero2vllm.contrib import repo as git
 
     try:
-        b = git.branch(top)
+        b = git.branch(top, base)
     except git.RepoError as exc:
         click.echo(f"  branch: {exc}")
         return {}
@@ -79,7 +80,8 @@ def _echo_branch(top: Path) -> dict:
 @pass_app
 def contrib_status(app, as_json: bool) -> None:
     """The clone, its branch, the contribution labs' last checks, and where your PR stands."""
-    from zero2vllm.contrib import github, settings
+    from zero2vllm.contrib import github
+    from zero2vllm.tracker import contrib_settings as settings
     from zero2vllm.tracker.store import utcnow
 
     store = app.store
@@ -91,7 +93,7 @@ def contrib_status(app, as_json: bool) -> None:
     else:
         echo(f"vLLM clone: {conf['clone']}")
         if not as_json:
-            out["branch"] = _echo_branch(Path(conf["clone"]))
+            out["branch"] = _echo_branch(Path(conf["clone"]), conf.get("base"))
     for lab in CONTRIB_LABS:
         runs = store.lab_runs(lab, kind="check")
         last = runs[-1] if runs else None
@@ -123,12 +125,14 @@ def contrib_status(app, as_json: bool) -> None:
 @pass_app
 def contrib_predict(app, lab_id: str, name: str, answer: str) -> None:
     """Lock a prediction before you look: only its salted hash is kept until the lab reveals it."""
-    from zero2vllm.contrib import settings
+    from zero2vllm.contrib import predictions
+    from zero2vllm.tracker import contrib_settings as settings
 
     if lab_id not in CONTRIB_LABS:
         raise Z2VError(f"predictions are for the contribution labs: {', '.join(CONTRIB_LABS)}")
+    salt, digest = predictions.lock(answer)
     try:
-        digest = settings.lock_prediction(app.store, lab_id, name, answer)
+        settings.lock_prediction(app.store, lab_id, name, salt, digest)
     except ValueError as exc:
         raise Z2VError(f"{exc}; predictions cannot be changed once locked") from None
     click.echo(f"locked {lab_id}/{name} (sha256 {digest[:12]}...); `z2v check {lab_id}` reveals it")

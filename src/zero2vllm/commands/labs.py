@@ -300,6 +300,7 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
         for cause, names in shared_causes(result.criteria):
             click.echo("\n" + click.style(cause_message(cause, names), bold=True))
 
+    revealed = [] if result.refused else _reveal(app.store, lab, result.metrics.get("revealed"))
     marked = None
     if not reference and not partial:
         from zero2vllm.tracker import evidence
@@ -322,6 +323,8 @@ def check_lab(app, lab_id: str, path: Path | None, as_json: bool, reference: boo
             recorded = "" if reference or partial else ", and this run is recorded as refused"
             click.echo(click.style("REFUSED", fg="red", bold=True) + f": {result.refused}; "
                        f"the check's results were not believed{recorded}")
+        if revealed:
+            click.echo(f"revealed {len(revealed)} locked prediction(s): {', '.join(revealed)}")
         if marked:
             click.echo(f"marked {marked} done")
         if reference:
@@ -364,6 +367,24 @@ def _check_inputs(store, lab) -> dict:
     from zero2vllm.tracker import evidence
 
     return evidence.check_inputs(store, lab)
+
+
+def _reveal(store, lab, revealed: dict | None) -> list[str]:
+    """Store the locked predictions the check found right (metrics["revealed"]: name -> answer),
+    each tested again against its hash here, so only a true answer is ever stored. Returns the
+    names newly revealed."""
+    if not revealed or "predictions" not in lab.check_inputs:
+        return []
+    from zero2vllm.contrib import predictions
+    from zero2vllm.tracker import contrib_settings
+
+    done = []
+    for name, answer in revealed.items():
+        row = contrib_settings.locked(store, lab.id, str(name))
+        if row is not None and isinstance(answer, str) and predictions.matches(row, answer) \
+                and contrib_settings.mark_revealed(store, lab.id, name, answer):
+            done.append(name)
+    return done
 
 
 COMMANDS = {"lab": lab_group, "check": check_group}

@@ -1,14 +1,4 @@
-"""The learner's own vLLM clone: git and test plumbing (repo, testrun), GitHub (github), and
-what `z2v contrib` stores (settings). Used by the labs of weeks 4-8."""
-
-from __future__ import annotations
-
-from dataclasses import fields
-
-
-def plan_link(item_id: str) -> dict:
-    """Lab(...) keyword arguments naming the bundled plan's item a passing check closes:
-    `plan_item` where the Lab class has that field, else nothing (its keywords find the item)."""
-    from zero2vllm.labs import Lab
-
-    return {"plan_item": item_id} if "plan_item" in {f.name for f in fields(Lab)} else {}
+"""The learner's own vLLM clone: git and test plumbing (repo, testrun), GitHub (github), vLLM's
+source (vllmsrc) and the rule locked predictions are hashed by (predictions). Used by the labs of
+weeks 4-8 inside the check process, so nothing here opens the store: what `z2v contrib` stored
+is passed in (tracker/contrib_settings.py keeps it)."""

@@ -11,7 +11,7 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -95,6 +95,15 @@ class GitHub:
         if status == 404:
             raise GitHubError(f"GitHub has no {path} (404): check the URL (a private repo needs GITHUB_TOKEN)")
         raise GitHubError(f"GitHub answered {status} for {path}: {message or 'no message'}")
+
+
+def now() -> datetime:
+    """Now in UTC; ZERO2VLLM_NOW (ISO 8601) fixes the clock, the same rule as the tracker's
+    (a check process cannot import the tracker)."""
+    fixed = os.environ.get("ZERO2VLLM_NOW")
+    if fixed:
+        return datetime.fromisoformat(fixed).astimezone(timezone.utc)
+    return datetime.now(timezone.utc)
 
 
 def _time(text: str | None) -> datetime | None:

@@ -1,6 +1,6 @@
 """Git plumbing for the contribution labs: find the learner's clone and its base, list the
-branch's commits and changed files, and check revisions out in throw-away worktrees (so a
-check never touches the learner's working tree)."""
+branch's commits and changed files, and check revisions out in throw-away trees (so a check
+never touches the learner's clone)."""
 
 from __future__ import annotations
 
@@ -42,13 +42,10 @@ def toplevel(path: Path) -> Path | None:
     return Path(proc.stdout.strip()) if proc.returncode == 0 else None
 
 
-def find_clone(path: Path | None) -> Path:
-    """The clone a check works on: the git work tree PATH is in, else the one `z2v contrib init`
-    stored. A tree without a vllm/ package (a lab folder inside some other repository) gives
-    way to the stored clone."""
-    from zero2vllm.contrib.settings import stored
-
-    clone = stored("clone")
+def find_clone(path: Path | None, clone: str | None = None) -> Path:
+    """The clone a check works on: the git work tree PATH is in, else CLONE (the one
+    `z2v contrib init` stored). A tree without a vllm/ package (a lab folder inside some other
+    repository) gives way to the stored clone."""
     if path is not None:
         top = toplevel(path)
         if top is not None and ((top / "vllm").is_dir() or not clone):
@@ -67,11 +64,9 @@ def rev(repo: Path, ref: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def base_ref(repo: Path) -> str:
-    """The branch the PR goes into: the stored `--base`, else upstream/main, origin/main, main."""
-    from zero2vllm.contrib.settings import stored
-
-    wanted = stored("base")
+def base_ref(repo: Path, wanted: str | None = None) -> str:
+    """The branch the PR goes into: WANTED (the stored `--base`), else upstream/main,
+    origin/main, main."""
     for ref in ([wanted] if wanted else []) + list(BASE_CANDIDATES):
         if rev(repo, ref):
             return ref
@@ -90,8 +85,9 @@ class Branch:
     head: str  # sha
 
 
-def branch(repo: Path) -> Branch:
-    base = base_ref(repo)
+def branch(repo: Path, base: str | None = None) -> Branch:
+    """REPO's HEAD against BASE (the stored `--base`, else the first of BASE_CANDIDATES)."""
+    base = base_ref(repo, base)
     head = rev(repo, "HEAD")
     if head is None:
         raise RepoError(f"{repo} has no commits")
@@ -176,13 +172,16 @@ def new_tests(b: Branch) -> dict[str, list[str]]:
 
 @contextmanager
 def worktree(repo: Path, sha: str, *, overlay: dict[str, str] | None = None) -> Iterator[Path]:
-    """SHA checked out in a temporary worktree (detached), removed afterwards. OVERLAY writes
+    """SHA checked out in a temporary tree (detached), removed afterwards. OVERLAY writes
     files over it ({path: text}: the branch's tests on the base's code). Built extensions (*.so)
-    of the clone's vllm/ are copied in, so Python-only changes run against the same binaries."""
+    of the clone's vllm/ are copied in, so Python-only changes run against the same binaries.
+    A `--shared` clone, not `git worktree add`: it only reads the learner's clone (read-only
+    in the check's sandbox) and still has the history pre-commit diffs against."""
     tmp = Path(tempfile.mkdtemp(prefix="z2v-wt-"))
     path = tmp / "tree"
-    git(repo, "worktree", "add", "--detach", "--quiet", str(path), sha, timeout=600)
     try:
+        git(tmp, "clone", "--shared", "--quiet", "--no-checkout", str(repo), str(path), timeout=600)
+        git(path, "checkout", "--quiet", "--detach", sha, timeout=600)
         for so in (repo / "vllm").glob("**/*.so") if (repo / "vllm").is_dir() else []:
             dest = path / so.relative_to(repo)
             if not dest.exists() and dest.parent.is_dir():
@@ -192,6 +191,4 @@ def worktree(repo: Path, sha: str, *, overlay: dict[str, str] | None = None) -> 
             (path / rel).write_text(text)
         yield path
     finally:
-        git(repo, "worktree", "remove", "--force", str(path), check=False)
         shutil.rmtree(tmp, ignore_errors=True)
-        git(repo, "worktree", "prune", check=False)

@@ -16,12 +16,9 @@ from pathlib import Path
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
 
-def clone_python(repo: Path) -> str:
-    """The interpreter that runs the clone's tests: the stored `--python`, else a venv inside
-    the clone (.venv, venv), else zero2vllm's own."""
-    from zero2vllm.contrib.settings import stored
-
-    chosen = stored("python")
+def clone_python(repo: Path, chosen: str | None = None) -> str:
+    """The interpreter that runs the clone's tests: CHOSEN (the stored `--python`), else a venv
+    inside the clone (.venv, venv), else zero2vllm's own."""
     if chosen:
         return chosen
     for name in (".venv", "venv"):

@@ -47,19 +47,13 @@ class Installed:
         return self.package_dir.parent
 
 
-def candidate_pythons() -> list[str]:
-    """Where vLLM may be installed: the contrib clone's Python, `z2v vllm install`'s venv, ours."""
-    found = []
-    try:
-        from zero2vllm.contrib.settings import stored
-
-        if stored("python"):
-            found.append(stored("python"))
-        clone = stored("clone")
-        if clone:
-            found += [str(Path(clone) / v / "bin" / "python") for v in (".venv", "venv")]
-    except Exception:  # no store yet: fall through to the venvs
-        pass
+def candidate_pythons(settings: dict | None = None) -> list[str]:
+    """Where vLLM may be installed: the contrib clone's Python (SETTINGS, what `z2v contrib
+    init` stored), `z2v vllm install`'s venv, ours."""
+    settings = settings or {}
+    found = [settings["python"]] if settings.get("python") else []
+    if settings.get("clone"):
+        found += [str(Path(settings["clone"]) / v / "bin" / "python") for v in (".venv", "venv")]
     try:
         from zero2vllm.realvllm.env import venv_python
 
@@ -96,8 +90,8 @@ def probe(python: str) -> Installed | None:
     return Installed(pkg, info.get("version") or _version_from_files(pkg) or "unknown", python)
 
 
-def installed() -> Installed:
-    for python in candidate_pythons():
+def installed(settings: dict | None = None) -> Installed:
+    for python in candidate_pythons(settings):
         found = probe(python)
         if found is not None:
             return found

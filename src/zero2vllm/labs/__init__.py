@@ -29,6 +29,11 @@ class Lab:
     time_limit_s: float = 300.0  # the whole check, in its own process
     evidence_inputs: tuple[str, ...] = ()  # kinds of this lab's stored runs its checks read
     # (ctx.inputs["runs"][kind]); the parent reads them, the check process never opens the store
+    check_inputs: tuple[str, ...] = ()  # other stored things its checks read: "contrib" (what
+    # `z2v contrib init` stored: ctx.inputs["contrib"]), "predictions" (this lab's locked guesses,
+    # hashed: ctx.inputs["predictions"]); see tracker/evidence.check_inputs
+    caches: tuple[str, ...] = ()  # the user's caches the check may write, by name: "pre-commit"
+    # (its hooks' environments: building them needs the network the sandbox does not have)
     host_network: bool = False  # the check talks to a server outside its sandbox (labs/sandbox.py)
     package: str = ""  # filled in by load_lab: "zero2vllm.labs.<dir>"
     root: Path | None = None  # the package's folder, filled in by load_lab

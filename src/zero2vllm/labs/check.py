@@ -70,8 +70,8 @@ class _Tail:
         return text
 
 
-def _child_env(lab: Lab | None = None) -> dict:
-    env = dict(os.environ)
+def _child_env(lab: Lab | None = None, extra: dict | None = None) -> dict:
+    env = {**os.environ, **(extra or {})}
     src = str(Path(zero2vllm.__file__).resolve().parent.parent)
     if lab is not None and not lab.package.startswith("zero2vllm."):
         src += os.pathsep + str(lab.import_root)  # a lab outside the package (dev-check's tests)
@@ -99,6 +99,29 @@ def _store_paths(db_path: Path | None) -> tuple[list[Path], list[Path]]:
     return hide, [cache]
 
 
+def _caches(lab: Lab) -> dict[str, Path]:
+    """The caches LAB names (Lab.caches), by the variable that points a tool at it, made so a
+    bind can show them in the sandbox at their real path."""
+    found = {}
+    if "pre-commit" in lab.caches:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        path = Path(os.environ.get("PRE_COMMIT_HOME") or Path(xdg) / "pre-commit").expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            found["PRE_COMMIT_HOME"] = path
+        except OSError:
+            pass  # then pre-commit says itself what it cannot write
+    return found
+
+
+def _vllm_venv() -> Path | None:
+    """Real vLLM's venv, when there is one (the contribution labs read and run it)."""
+    from zero2vllm.realvllm.env import venv_dir
+
+    venv = venv_dir()
+    return venv if venv.is_dir() else None
+
+
 def run_check(
     lab: Lab,
     path: Path,
@@ -111,26 +134,35 @@ def run_check(
     inputs: dict | None = None,
     limits: Limits | None = None,
     stop_after: str | None = None,
+    env: dict | None = None,
 ) -> CheckResult:
     """Run LAB's checks on PATH in a sandboxed child process (sandbox.py); `on_event` sees each
     event as it arrives. DB_PATH is the store to hide from it (besides the data directory);
-    INPUTS (JSON) is what its checks may need from the store."""
+    INPUTS (JSON) is what its checks may need from the store; ENV is added to its environment
+    (dev-check's fixture cases: a recorded GitHub replay)."""
     timeout_s = timeout_s or lab.time_limit_s
     path = Path(path).resolve()
     started = time.perf_counter()
     hash_before = files_hash(path)
     hide, writable = _store_paths(db_path)
+    caches = _caches(lab)
     readable = [] if lab.package.startswith("zero2vllm.") else [lab.import_root]
-    with Sandbox(path, hide=hide, writable=writable, readable=readable, host_network=lab.host_network,
+    vllm_venv = _vllm_venv()
+    if vllm_venv is not None:  # `z2v vllm install`'s venv may be inside the hidden data dir
+        readable.append(vllm_venv)
+    with Sandbox(path, hide=hide, writable=writable + list(caches.values()), readable=readable, host_network=lab.host_network,
                  limits=limits or Limits()) as box:
         if on_event:
             on_event({"event": "sandbox", "isolation": box.isolation})
         nonce = secrets.token_hex(16)
         events_r, events_w = os.pipe()
         setup_r, setup_w = os.pipe()
-        env = box.env(_child_env(lab))
+        env = box.env(_child_env(lab, env))
         if writable:  # the model cache by its real path: the data directory is hidden
             env.setdefault("ZERO2VLLM_MODEL_CACHE", str(writable[0]))
+        if vllm_venv is not None:  # and vLLM's venv by its real path (HOME is not the user's)
+            env.setdefault("ZERO2VLLM_VLLM_VENV", str(vllm_venv))
+        env.update({name: str(p) for name, p in caches.items()})
         cmd = [sys.executable, "-m", "zero2vllm.labs.runner", lab.package, "--package", str(path),
                "--events-fd", str(events_w), "--setup-fd", str(setup_r)]
         if fast:

@@ -7,13 +7,20 @@ message matching its regex. Each case is copied into a temp dir and checked by t
 `run_check`, so a verdict here is the verdict `z2v check` gives. To save time a case that must
 fail on X stops once X has failed (what comes after cannot change its row); if X passes the
 check runs on, so a mistake caught by another criterion, or missed, is still seen.
+
+A lab that checks the state of a repository (the contribution labs) has no files to copy:
+its cases.toml says `kind = "fixture"` and each case names a builder, "module:function", a
+function of a module beside lab_cases/ (tests/contrib_fixture.py) that makes the state in an
+empty folder and returns the path to check; a case's `env` is set for its check process only.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import tomllib
@@ -27,6 +34,7 @@ from zero2vllm.labs import Lab
 
 CASES_FILE = "cases.toml"
 VLLM_SKIP = "skipped: needs real vLLM (Z2V_TEST_VLLM=1)"
+REQUIRES = ("vllm", "vllm-server")  # real vLLM installed; a real vLLM serving
 VLLM_NOT_SERVING = ("skipped: no vLLM is serving (start `z2v vllm serve` and run `z2v compare`; "
                     "tests/test_vllm_e2e.py checks this lab end to end)")
 
@@ -44,11 +52,13 @@ def default_cases_dir() -> Path:
 class Case:
     kind: str  # scaffold, reference, correct, mistake
     name: str
-    source: Path  # the folder copied before edits
+    source: Path | None  # the folder copied before edits (None for a fixture case)
     edits: list[dict] = field(default_factory=list)
     fails_on: str | None = None  # None: must pass
     message: str | None = None  # regex the failure detail must match
     why: str = ""
+    builder: Callable[[Path], Path] | None = None  # a fixture case: makes the state to check
+    env: dict[str, str] = field(default_factory=dict)  # set for this case's check process
 
     @property
     def label(self) -> str:
@@ -75,7 +85,7 @@ class Row:
 
 
 def load_cases(lab: Lab, folder: Path) -> tuple[list[Case], str | None]:
-    """The cases of LAB in FOLDER (its tests/lab_cases/<id>), and what they require ("vllm")."""
+    """The cases of LAB in FOLDER (its tests/lab_cases/<id>), and what they require (REQUIRES)."""
     file = folder / CASES_FILE
     try:
         spec = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -85,6 +95,10 @@ def load_cases(lab: Lab, folder: Path) -> tuple[list[Case], str | None]:
         raise DevCheckError(f"{file}: {exc}") from None
     if not spec.get("scaffold_fails_on"):
         raise DevCheckError(f"{file}: set scaffold_fails_on = \"<criterion>\"")
+    if spec.get("requires") not in (None, *REQUIRES):
+        raise DevCheckError(f"{file}: requires is one of {', '.join(REQUIRES)}")
+    if spec.get("kind") == "fixture":
+        return fixture_cases(spec, folder), spec.get("requires")
     cases = [Case("scaffold", "scaffold", lab.scaffold_dir, fails_on=spec["scaffold_fails_on"],
                   message=spec.get("scaffold_message")),
              Case("reference", "reference", lab.reference_dir)]
@@ -117,8 +131,70 @@ def load_cases(lab: Lab, folder: Path) -> tuple[list[Case], str | None]:
     return cases, spec.get("requires")
 
 
+def fixture_cases(spec: dict, folder: Path) -> list[Case]:
+    """The cases of a `kind = "fixture"` cases.toml: a scaffold builder, `[[correct]]` and
+    `[[mistake]]` entries each with a `builder` (and optional `env`); no reference row (a
+    repository state has no reference folder: the correct builders are the solutions)."""
+    where = folder / CASES_FILE
+    if not spec.get("scaffold_builder"):
+        raise DevCheckError(f"{where}: a fixture lab needs scaffold_builder = \"module:function\"")
+    cases = [Case("scaffold", "scaffold", None, fails_on=spec["scaffold_fails_on"],
+                  message=spec.get("scaffold_message"),
+                  builder=_builder(spec["scaffold_builder"], folder, where),
+                  env=_env(spec.get("scaffold_env", {}), folder, where))]
+    if not spec.get("correct"):
+        raise DevCheckError(f"{where}: a fixture lab needs at least one [[correct]] builder")
+    for kind, entries in (("correct", spec.get("correct", [])), ("mistake", spec.get("mistake", []))):
+        for i, m in enumerate(entries):
+            name = m.get("name") or f"#{i + 1}"
+            need = ["name", "builder"] + (["criterion", "message"] if kind == "mistake" else [])
+            missing = [k for k in need if not m.get(k)]
+            if missing:
+                raise DevCheckError(f"{where}: {kind} {name!r} needs {', '.join(missing)}")
+            if kind == "mistake":
+                try:
+                    re.compile(m["message"])
+                except re.error as exc:
+                    raise DevCheckError(f"{where}: mistake {name!r}: message is not a regex ({exc})") from None
+            cases.append(Case(kind, name, None, fails_on=m.get("criterion"), message=m.get("message"),
+                              why=m.get("why", ""), builder=_builder(m["builder"], folder, where),
+                              env=_env(m.get("env", {}), folder, where)))
+    return cases
+
+
+def _builder(spec: str, folder: Path, where: Path) -> Callable[[Path], Path]:
+    """"module:function" -> the function, from MODULE.py in the folder that holds lab_cases/."""
+    module, _, func = spec.partition(":")
+    file = folder.parent.parent / f"{module}.py"
+    if not func or not file.is_file():
+        raise DevCheckError(f"{where}: builder {spec!r} is not module:function with "
+                            f"{file} beside lab_cases/")
+    mod = sys.modules.get(module)
+    if mod is None or Path(getattr(mod, "__file__", "") or "").resolve() != file.resolve():
+        loaded = importlib.util.spec_from_file_location(module, file)
+        mod = importlib.util.module_from_spec(loaded)
+        sys.modules[module] = mod  # the tests import it by this name too: one copy
+        loaded.loader.exec_module(mod)
+    fn = getattr(mod, func, None)
+    if not callable(fn):
+        raise DevCheckError(f"{where}: {file} has no function {func!r}")
+    return fn
+
+
+def _env(table: dict, folder: Path, where: Path) -> dict[str, str]:
+    """A case's `env`: strings, with {tests} standing for the folder that holds lab_cases/."""
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise DevCheckError(f"{where}: env must be a table of strings")
+    root = str(folder.parent.parent.resolve())
+    return {k: v.replace("{tests}", root) for k, v in table.items()}
+
+
 def materialise(case: Case, dest: Path) -> Path:
-    """Copy the case's folder to DEST and apply its edits; `old` must occur exactly once."""
+    """Copy the case's folder to DEST and apply its edits; `old` must occur exactly once. A
+    fixture case instead builds its state in DEST (made empty) and returns what to check."""
+    if case.builder is not None:
+        dest.mkdir(parents=True)
+        return Path(case.builder(dest))
     shutil.copytree(case.source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for edit in case.edits:
         file = dest / edit["file"]
@@ -164,7 +240,7 @@ def run_case(lab: Lab, case: Case, *, inputs: dict | None = None) -> Row:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"z2v-devcheck-{lab.id}-") as tmp:
         target = materialise(case, Path(tmp) / lab.id)
-        result = run_check(lab, target, inputs=inputs, stop_after=case.fails_on)
+        result = run_check(lab, target, inputs=inputs, stop_after=case.fails_on, env=case.env)
     verdict, got, detail = judge(case, result.criteria)
     return Row(case, verdict, got, detail, round(time.perf_counter() - t0, 1))
 
@@ -173,10 +249,12 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
               on_row: Callable[[Row], None] | None = None) -> list[Row]:
     """Every case of LAB, in the order of load_cases (scaffold, reference, correct, mistakes)."""
     cases, requires = load_cases(lab, folder)
-    skip = vllm_skip_reason() if requires == "vllm" else None
+    skip = vllm_skip_reason(requires) if requires else None
 
     def one(case: Case) -> Row:
-        if skip and case.kind != "scaffold":
+        # without a server the scaffold still runs (it fails before reaching one); a lab that
+        # needs vLLM installed cannot judge even its scaffold without it
+        if skip and (case.kind != "scaffold" or requires == "vllm"):
             row = Row(case, "skipped", skip)
         else:
             row = run_case(lab, case, inputs=inputs)
@@ -190,10 +268,16 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
         return list(pool.map(one, cases))
 
 
-def vllm_skip_reason() -> str | None:
-    """Why rows that need real vLLM cannot run here, or None when a vLLM is serving."""
+def vllm_skip_reason(requires: str = "vllm-server") -> str | None:
+    """Why rows that need real vLLM cannot run here, or None when they can: REQUIRES "vllm" is
+    real vLLM installed (`z2v vllm install`, or $ZERO2VLLM_VLLM_VENV), "vllm-server" one serving."""
     if os.environ.get("Z2V_TEST_VLLM") != "1":
         return VLLM_SKIP
+    if requires == "vllm":
+        from zero2vllm.realvllm.env import is_installed, venv_dir
+
+        return None if is_installed() else (f"skipped: no real vLLM installed at {venv_dir()} "
+                                            "(`z2v vllm install`, or set ZERO2VLLM_VLLM_VENV)")
     from zero2vllm.realvllm.serve import read_state
 
     state = read_state()

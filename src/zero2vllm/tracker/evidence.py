@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zero2vllm.tracker import actions
+from zero2vllm.tracker import actions, contrib_settings
 from zero2vllm.tracker import progress
 from zero2vllm.tracker.plan import Item, Plan, PlanError
 from zero2vllm.tracker.store import Store
@@ -82,9 +82,19 @@ def plan_item(lab: Any, plan: Plan | None) -> Item | None:
 
 def check_inputs(store: Store, lab: Any) -> dict:
     """What a lab's checks read from the store, passed into the check process (which never
-    opens the store): {"runs": {kind: [run, ...]}} for each kind in `lab.evidence_inputs`."""
+    opens the store): {"runs": {kind: [run, ...]}} for each kind in `lab.evidence_inputs`;
+    "contrib" (the settings of `z2v contrib init`) and "predictions" (the lab's locked guesses:
+    name -> {"salt", "digest", "revealed"}, never an answer) when `lab.check_inputs` names them."""
     kinds = getattr(lab, "evidence_inputs", ()) or ()
-    return {"runs": {k: store.lab_runs(lab.id, kind=k) for k in kinds}} if kinds else {}
+    wanted = getattr(lab, "check_inputs", ()) or ()
+    inputs: dict = {"runs": {k: store.lab_runs(lab.id, kind=k) for k in kinds}} if kinds else {}
+    if "contrib" in wanted:
+        inputs["contrib"] = contrib_settings.get_all(store)
+    if "predictions" in wanted:
+        inputs["predictions"] = {
+            name: {"salt": r["salt"], "digest": r["digest"], "revealed": r["revealed_at"] is not None}
+            for name, r in contrib_settings.locked(store, lab.id).items()}
+    return inputs
 
 
 # -- status ------------------------------------------------------------------------------------

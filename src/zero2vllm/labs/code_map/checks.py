@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import tomllib
 
+from zero2vllm.contrib import predictions as predictions_rule
 from zero2vllm.contrib import vllmsrc
 from zero2vllm.labs.code_map.concepts import ANCHOR, BY_KEY, CONCEPTS, calls_between, does_it
 from zero2vllm.labs.framework import CheckFailed, criterion
@@ -50,7 +51,7 @@ def read_map(ctx):
 @criterion("installed vLLM")
 def installed(ctx):
     try:
-        inst = vllmsrc.installed()
+        inst = vllmsrc.installed(ctx.inputs.get("contrib"))
     except vllmsrc.SourceError as exc:
         raise CheckFailed(str(exc)) from None
     ctx.state["vllm"] = inst
@@ -130,24 +131,19 @@ def candidates(inst: vllmsrc.Installed, key: str, index: list[tuple[str, str, st
 
 @criterion("predictions")
 def predictions(ctx):
-    from zero2vllm.contrib import settings
-
+    """Each locked guess (ctx.inputs["predictions"]: salted hashes, passed in by the parent) is
+    tested against every function that does the thing; the right ones go back in
+    metrics["revealed"], and the parent stores them as revealed after checking them again."""
     inst = _vllm(ctx)
-    store = settings.open_store()
-    try:
-        locked = settings.locked(store, "code-map")
-        if not locked:
-            return "none locked (lock guesses before reading: z2v contrib predict code-map KEY SYMBOL)"
-        results, index = {}, functions(inst)
-        for name, row in locked.items():
-            if name not in BY_KEY:
-                continue
-            right = next((s for s in candidates(inst, name, index) if settings.matches(row, s)), None)
-            if right:
-                settings.reveal(store, "code-map", name, right)
-            results[name] = right
-    finally:
-        store.close()
+    locked = ctx.inputs.get("predictions") or {}
+    if not locked:
+        return "none locked (lock guesses before reading: z2v contrib predict code-map KEY SYMBOL)"
+    results, index = {}, functions(inst)
+    for name, row in locked.items():
+        if name not in BY_KEY:
+            continue
+        results[name] = next((s for s in candidates(inst, name, index) if predictions_rule.matches(row, s)), None)
     ctx.metrics["predictions"] = {k: bool(v) for k, v in results.items()}
+    ctx.metrics["revealed"] = {k: v for k, v in results.items() if v}
     lines = [f"{k}: {'right, ' + v if v else 'not one of the functions that do it'}" for k, v in results.items()]
     return f"{sum(1 for v in results.values() if v)}/{len(results)} predictions right\n" + "\n".join(lines)

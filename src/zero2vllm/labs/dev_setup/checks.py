@@ -9,6 +9,7 @@ from pathlib import Path
 
 from zero2vllm.contrib import repo as git
 from zero2vllm.contrib import testrun, vllmsrc
+from zero2vllm.labs.contribkit import setting
 from zero2vllm.labs.framework import CheckFailed, criterion
 
 # CPU-runnable unit tests of vLLM's V1 core (no GPU, no model download); the check runs those
@@ -26,7 +27,7 @@ def _clone(ctx) -> Path:
 @criterion("clone")
 def clone(ctx):
     try:
-        top = git.find_clone(ctx.path)
+        top = git.find_clone(ctx.path, setting(ctx, "clone"))
     except git.RepoError as exc:
         raise CheckFailed(str(exc)) from None
     head = git.git(top, "rev-parse", "HEAD").strip()
@@ -40,7 +41,7 @@ def clone(ctx):
 @criterion("editable install")
 def editable(ctx):
     top = _clone(ctx)
-    python = testrun.clone_python(top)
+    python = testrun.clone_python(top, setting(ctx, "python"))
     found = vllmsrc.probe(python)
     hint = ("inside the clone, in its venv: VLLM_USE_PRECOMPILED=1 pip install -e . ; then "
             "`z2v contrib init CLONE --python VENV/bin/python` if the venv is not CLONE/.venv")

@@ -4,7 +4,8 @@ imports) to HEAD in a worktree and wants at least one of them to make a new test
 
 from __future__ import annotations
 
-from zero2vllm.contrib import labkit, mutations, testrun
+from zero2vllm.labs import contribkit as labkit
+from zero2vllm.contrib import mutations, testrun
 from zero2vllm.contrib import repo as git
 from zero2vllm.labs.framework import CheckFailed, criterion
 
@@ -22,7 +23,7 @@ def new_test(ctx):
 @criterion("passes on the branch")
 def passes(ctx):
     b, tests = labkit.need_branch(ctx), labkit.need_tests(ctx)
-    got = labkit.outcomes(labkit.run_tests(b, b.head, tests), tests)
+    got = labkit.outcomes(labkit.run_tests(ctx, b, b.head, tests), tests)
     bad = [f"{t}: {o}" for t, o in got.items() if o != "passed"]
     if bad:
         raise CheckFailed("the new test does not pass on your branch: " + "; ".join(bad),
@@ -45,7 +46,7 @@ def kills_a_mutant(ctx):
                           expected=f"one of: {names}", hint="is this a vLLM clone (V1 core)?")
     killed, survived = [], []
     for m, mutated in mutations.relevant(candidates, sources):
-        got = labkit.outcomes(labkit.run_tests(b, b.head, tests, overlay={m.file: mutated}), tests)
+        got = labkit.outcomes(labkit.run_tests(ctx, b, b.head, tests, overlay={m.file: mutated}), tests)
         failing = [t for t, o in got.items() if o != "passed"]
         (killed if failing else survived).append((m, failing))
     ctx.metrics["mutations"] = {m.name: ("killed" if f else "survived") for m, f in killed + survived}

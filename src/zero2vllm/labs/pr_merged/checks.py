@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 from zero2vllm.contrib import github
-from zero2vllm.contrib.settings import stored
+from zero2vllm.contrib.github import now as utcnow
 from zero2vllm.labs.framework import CheckFailed, criterion
-from zero2vllm.tracker.store import utcnow
 
 
-def pr_url(path) -> str | None:
+def pr_url(path, stored: str | None = None) -> str | None:
     folder = path if path.is_dir() else path.parent
     file = folder / "pr-url.txt"
     if file.is_file():
@@ -18,7 +17,7 @@ def pr_url(path) -> str | None:
             line = line.strip()
             if line and not line.startswith("#"):
                 return line
-    return stored("pr_url")
+    return stored
 
 
 def _pr(ctx) -> github.PRStatus:
@@ -29,7 +28,7 @@ def _pr(ctx) -> github.PRStatus:
 
 @criterion("PR found")
 def found(ctx):
-    url = pr_url(ctx.path)
+    url = pr_url(ctx.path, (ctx.inputs.get("contrib") or {}).get("pr_url"))
     if not url:
         raise CheckFailed("no PR URL", hint="write it in pr-url.txt here, or run "
                                             "`z2v contrib init CLONE --pr https://github.com/vllm-project/vllm/pull/N`")

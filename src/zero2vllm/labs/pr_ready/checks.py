@@ -8,7 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from zero2vllm.contrib import labkit, prtext, testrun
+from zero2vllm.labs import contribkit as labkit
+from zero2vllm.contrib import prtext, testrun
 from zero2vllm.contrib import repo as git
 from zero2vllm.labs.framework import CheckFailed, criterion
 
@@ -70,7 +71,7 @@ def plan_runs(ctx):
     if not cmds:
         raise CheckFailed("the Test Plan has no command to run",
                           hint="put the exact commands in a ``` block, e.g. pytest tests/...")
-    python = testrun.clone_python(b.repo)
+    python = testrun.clone_python(b.repo, labkit.setting(ctx, "python"))
     env = {**os.environ, "PATH": str(Path(python).parent) + os.pathsep + os.environ.get("PATH", "")}
     outputs, failed = [], []
     with git.worktree(b.repo, b.head) as tree:

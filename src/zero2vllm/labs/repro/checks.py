@@ -4,7 +4,7 @@ branch's test files are laid over the base's code, as a reviewer would run them.
 
 from __future__ import annotations
 
-from zero2vllm.contrib import labkit
+from zero2vllm.labs import contribkit as labkit
 from zero2vllm.contrib import repo as git
 from zero2vllm.labs.framework import CheckFailed, criterion
 
@@ -31,8 +31,8 @@ def fail_then_pass(ctx):
     b = labkit.need_branch(ctx)
     tests = labkit.need_tests(ctx)
     overlay = {f: git.show(b.repo, b.head, f) or "" for f in tests}
-    before = labkit.outcomes(labkit.run_tests(b, b.merge_base, tests, overlay=overlay), tests)
-    after = labkit.outcomes(labkit.run_tests(b, b.head, tests), tests)
+    before = labkit.outcomes(labkit.run_tests(ctx, b, b.merge_base, tests, overlay=overlay), tests)
+    after = labkit.outcomes(labkit.run_tests(ctx, b, b.head, tests), tests)
     table, good, bad = [], [], []
     for test in before:
         pair = (before[test], after[test])

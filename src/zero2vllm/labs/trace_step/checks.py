@@ -57,7 +57,7 @@ def vllm_run(ctx):
     if "hook" not in ctx.state:
         raise CheckFailed("not run: needs 'hook.py'")
     try:
-        inst = vllmsrc.installed()
+        inst = vllmsrc.installed(ctx.inputs.get("contrib"))
         from zero2vllm.realvllm.serve import ServeError, model_folder
 
         model = model_folder("smollm2")

@@ -1,5 +1,6 @@
 """Criteria bodies the contribution labs share: find the branch, find its new tests, run them
-in a worktree. Each raises CheckFailed with the one thing to do."""
+in a worktree. Each raises CheckFailed with the one thing to do. What `z2v contrib init` stored
+(clone, base, python, pr_url) arrives in ctx.inputs["contrib"] (Lab.check_inputs)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ from zero2vllm.contrib import testrun
 from zero2vllm.labs.framework import CheckFailed
 
 
+def setting(ctx, key: str) -> str | None:
+    """One setting of `z2v contrib init` (clone, base, python, pr_url), as the parent passed it."""
+    return (ctx.inputs.get("contrib") or {}).get(key)
+
+
 def find_branch(ctx) -> str:
     """The 'branch' criterion: the clone, its base, and at least one commit on the branch."""
     try:
-        clone = git.find_clone(ctx.path)
-        b = git.branch(clone)
+        clone = git.find_clone(ctx.path, setting(ctx, "clone"))
+        b = git.branch(clone, setting(ctx, "base"))
     except git.RepoError as exc:
         raise CheckFailed(str(exc)) from None
     if b.head == b.merge_base:
@@ -47,10 +53,10 @@ def need_tests(ctx) -> dict[str, list[str]]:
     return ctx.state["tests"]
 
 
-def run_tests(b: git.Branch, sha: str, tests: dict[str, list[str]], *,
+def run_tests(ctx, b: git.Branch, sha: str, tests: dict[str, list[str]], *,
               overlay: dict[str, str] | None = None) -> testrun.TestRun:
     """The test files of TESTS at SHA (with OVERLAY laid over), in a throw-away worktree."""
-    python = testrun.clone_python(b.repo)
+    python = testrun.clone_python(b.repo, setting(ctx, "python"))
     with git.worktree(b.repo, sha, overlay=overlay) as tree:
         run = testrun.pytest(tree, sorted(tests), python=python)
     if run.timed_out:
