@@ -88,5 +88,7 @@ class EngineConfig:
             self.max_model_len = min(self.model_config.max_position_embeddings, 4096)
         if self.block_size <= 0 or self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
             raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be positive")
-        if self.tensor_parallel_size < 1:
-            raise ValueError("tensor_parallel_size must be >= 1")
+        mc, tp = self.model_config, self.tensor_parallel_size
+        if tp < 1 or mc.num_heads % tp or mc.num_kv_heads % tp or mc.intermediate_size % tp:
+            raise ValueError(f"tensor_parallel_size must divide the model's {mc.num_heads} attention heads, "
+                             f"{mc.num_kv_heads} KV heads and {mc.intermediate_size} MLP features; {tp} does not")

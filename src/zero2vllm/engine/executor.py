@@ -4,14 +4,16 @@ Rank 0 is the engine's own process: it holds the scheduler and its own ModelRunn
 "driver worker"). Ranks 1..N-1 are started with torch.multiprocessing (spawn: a fresh Python,
 no forked threads or CUDA state) and loop in `worker_main`: receive the step's plan, run it.
 Every step, `TPExecutor.run` broadcasts the ScheduledBatch (plain Python data: the sequences'
-tokens, counters and block tables; pickled by `broadcast_object_list` on the CPU group) and
-then runs rank 0's share; the two all-reduces per layer keep the ranks in step, and only rank 0
-computes logits and samples. The same block tables mean the same slots on every rank: each rank's
+tokens, counters and block tables, pickled) down one pipe per worker and then runs rank 0's
+share; the two all-reduces per layer keep the ranks in step, and only rank 0 computes logits
+and samples. A pipe, not a torch.distributed broadcast, because an idle server's workers may
+wait for hours, past any collective's timeout; and a worker whose engine died reads EOF and exits. The same block tables mean the same slots on every rank: each rank's
 pool holds its own KV heads of the same blocks, so the block manager needs no change.
 
 It mirrors vLLM's executor and worker split: `TPExecutor` is vllm/v1/executor/multiproc_executor.py's
 MultiprocExecutor (which broadcasts SchedulerOutput to its WorkerProcs through a shared-memory
-queue), and `worker_main` the loop of a WorkerProc around its Worker and GPUModelRunner.
+queue, for the same reasons), and `worker_main` the loop of a WorkerProc around its Worker and
+GPUModelRunner.
 """
 
 from __future__ import annotations
@@ -39,21 +41,19 @@ def rank_config(config: EngineConfig, rank: int) -> EngineConfig:
     return dataclasses.replace(config, device=device, num_threads=threads)
 
 
-def worker_main(config: EngineConfig, rank: int, port: int) -> None:
-    """Ranks 1..N-1: build this rank's runner, then run every step rank 0 broadcasts, until None."""
+def worker_main(config: EngineConfig, rank: int, port: int, plans) -> None:
+    """Ranks 1..N-1: build this rank's runner, then run every step rank 0 sends, until None or EOF."""
     config = rank_config(config, rank)
     tp = init_tp_group(rank, config.tensor_parallel_size, port, torch.device(config.device))
     runner = ModelRunner(config, tp)
     try:
-        while True:
-            plan = [None, None]
-            dist.broadcast_object_list(plan, src=0, group=tp.cpu_group)
-            if plan[0] is None:
-                break
+        while (plan := plans.recv()) is not None:
             try:
                 runner.run(*plan)
             except Exception:  # noqa: BLE001 - rank 0 fails the same way and retries one by one
                 pass
+    except EOFError:  # the engine's process is gone
+        pass
     finally:
         dist.destroy_process_group()
 
@@ -67,37 +67,41 @@ class TPExecutor:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         ctx = mp.get_context("spawn")
-        self.workers = [ctx.Process(target=worker_main, args=(config, r, port), daemon=True, name=f"tp-rank-{r}")
-                        for r in range(1, n)]
-        for w in self.workers:
-            w.start()
+        self.pipes, self.workers = [], []
+        for r in range(1, n):
+            recv, send = ctx.Pipe(duplex=False)
+            self.workers.append(ctx.Process(target=worker_main, args=(config, r, port, recv), daemon=True,
+                                            name=f"tp-rank-{r}"))
+            self.workers[-1].start()
+            recv.close()  # the worker holds the only read end: our exit is its EOF
+            self.pipes.append(send)
         try:
             config0 = rank_config(config, 0)
             self.tp = init_tp_group(0, n, port, torch.device(config0.device))
             self.driver = ModelRunner(config0, self.tp)
         except BaseException:
-            self._stop_workers(timeout=0)
+            self.shutdown(timeout=5)
             raise
         self.num_blocks = self.driver.num_blocks
 
     def run(self, batch, eos_token_ids: tuple[int, ...] = ()) -> dict[int, int]:
-        dist.broadcast_object_list([batch, eos_token_ids], src=0, group=self.tp.cpu_group)
+        for pipe in self.pipes:
+            pipe.send((batch, eos_token_ids))
         return self.driver.run(batch, eos_token_ids)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 30) -> None:
         """Tell the workers to stop, wait for them (killing any that hang), leave the group."""
-        if self.tp is None:
-            return
-        try:
-            dist.broadcast_object_list([None, None], src=0, group=self.tp.cpu_group)
-        finally:
-            self._stop_workers(timeout=30)
-            dist.destroy_process_group()
-            self.tp = None
-
-    def _stop_workers(self, timeout: float) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(None)
+                pipe.close()
+            except OSError:  # that worker is gone already
+                pass
         for w in self.workers:
             w.join(timeout)
             if w.is_alive():
                 w.kill()
                 w.join()
+        self.pipes, self.workers = [], []
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -15,10 +15,10 @@ Each rank therefore holds 1/N of every attention and MLP weight and of the KV po
 The embedding and the LM head stay whole on every rank (vLLM splits them by vocabulary; for the
 models here they are a small part of the weights, and whole they need no extra gather).
 
-`TPGroup` mirrors vLLM's `GroupCoordinator` (vllm/distributed/parallel_state.py): a device group
-(NCCL on GPUs, gloo on CPUs) for the all-reduces, and a gloo group on the CPU for the scheduler's
-plan, which is Python data. It is passed to the layers, not kept global, so a TP=1 engine and a
-TP=2 engine can live side by side.
+`TPGroup` stands for vLLM's `GroupCoordinator` (vllm/distributed/parallel_state.py): this rank,
+the number of ranks, and the process group (NCCL on GPUs, gloo on CPUs) of the all-reduces. It
+is passed to the layers, not kept global as vLLM's `get_tp_group()` is, so a TP=1 engine and a
+TP=2 engine's rank 0 can live in one process.
 """
 
 from __future__ import annotations
@@ -37,19 +37,16 @@ from torch import nn
 class TPGroup:
     rank: int = 0
     size: int = 1
-    device_group: object = None  # all-reduces of activations
-    cpu_group: object = None     # broadcast of the scheduler's plan (pickled Python objects)
+    group: object = None  # the torch.distributed process group of the all-reduces
 
 
 def init_tp_group(rank: int, size: int, port: int, device: torch.device) -> TPGroup:
     """Join the ranks' process group on localhost (rank 0 is the engine's process)."""
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # stay on the loopback interface
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    # idle servers wait in a broadcast between requests: a long timeout; a dead peer still ends it at once
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
-                            timeout=datetime.timedelta(days=7))
-    cpu_group = dist.new_group(backend="gloo") if backend != "gloo" else dist.group.WORLD
-    return TPGroup(rank, size, dist.group.WORLD, cpu_group)
+    # the timeout bounds the wait for the other ranks at start-up (each loads its weights) and in a step
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=size, timeout=datetime.timedelta(minutes=10))
+    return TPGroup(rank, size, dist.group.WORLD)
 
 
 class ReplicatedLinear(nn.Linear):
@@ -97,9 +94,6 @@ class QKVParallelLinear(ColumnParallelLinear):
     num_kv_heads / N KV heads, whole heads, so attention runs on each rank with no communication."""
 
     def __init__(self, hidden_size: int, head_dim: int, num_heads: int, num_kv_heads: int, tp: TPGroup):
-        if num_heads % tp.size or num_kv_heads % tp.size:
-            raise ValueError(f"tensor_parallel_size {tp.size} must divide the model's {num_heads} attention heads "
-                             f"and {num_kv_heads} KV heads")
         super().__init__(hidden_size, [num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], tp)
 
 
@@ -107,8 +101,6 @@ class RowParallelLinear(ReplicatedLinear):
     """Inputs split across ranks; each rank's partial product is summed by one all-reduce."""
 
     def __init__(self, in_features: int, out_features: int, tp: TPGroup):
-        if in_features % tp.size:
-            raise ValueError(f"tensor_parallel_size {tp.size} must divide {in_features} (a layer's width)")
         super().__init__(in_features // tp.size, out_features)
         self.tp = tp
 
@@ -119,5 +111,5 @@ class RowParallelLinear(ReplicatedLinear):
     def forward(self, x):
         out = super().forward(x)
         if self.tp.size > 1:
-            dist.all_reduce(out, group=self.tp.device_group)
+            dist.all_reduce(out, group=self.tp.group)
         return out
