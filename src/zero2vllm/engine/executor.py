@@ -102,6 +102,6 @@ class TPExecutor:
             if w.is_alive():
                 w.kill()
                 w.join()
-        self.pipes, self.workers = [], []
+        self.pipes = []
         if dist.is_initialized():
             dist.destroy_process_group()
