@@ -29,14 +29,14 @@ from zero2vllm.engine import EngineConfig, LLMEngine, SamplingParams
 folder = sys.argv[1]
 gen = torch.Generator().manual_seed(1)
 shared = torch.randint(3, 300, (20,), generator=gen).tolist()
-prompts = [torch.randint(3, 300, (n,), generator=gen).tolist() for n in (1, 5, 16, 17, 40, 9)]
+prompts = [torch.randint(3, 300, (n,), generator=gen).tolist() for n in (1, 5, 17, 9)]
 prompts += [shared + [7, 8, 9], shared + [10]]
 report = {}
 for tp in (1, 2):
-    engine = LLMEngine(EngineConfig(model=folder, tensor_parallel_size=tp, block_size=4, num_kv_blocks=16,
+    engine = LLMEngine(EngineConfig(model=folder, tensor_parallel_size=tp, block_size=4, num_kv_blocks=12,
                                     max_model_len=64, max_num_batched_tokens=24), load_tokenizer=False)
     pids = [w.pid for w in getattr(engine.runner, "workers", [])]
-    params = SamplingParams(max_tokens=10, ignore_eos=True)
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
     try:
         runs = [[o["token_ids"] for o in engine.generate(prompts, params)] for _ in range(2)]  # 2nd: cache hits
     finally:
@@ -89,10 +89,10 @@ def test_tp2_gives_tp1_tokens_with_prefix_caching_and_preemption(tiny_dir):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     one, two = result["report"]["1"], result["report"]["2"]
     assert two["runs"] == one["runs"]  # token for token, both rounds
-    assert all(len(o) == 10 for run in two["runs"] for o in run)
+    assert all(len(o) == 8 for run in two["runs"] for o in run)
     assert two["preemptions"] > 0 and two["preemptions"] == one["preemptions"]
     assert two["prefix_hits"] > 0 and two["prefix_hits"] == one["prefix_hits"]
-    assert two["free"] == 16  # every block back in the pool
+    assert two["free"] == 12  # every block back in the pool
     assert len(two["pids"]) == 1 and two["alive"] == [False] and all(gone(p) for p in two["pids"])
     # and the tokens are Hugging Face's greedy choices (each one HF's argmax, up to float noise)
     from transformers import LlamaForCausalLM
