@@ -3,6 +3,7 @@
     PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda            # the measurement
     PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --http     # + through the HTTP server
     PYTHONPATH=src python benchmarks/engine_gpu.py --tiny                   # CPU smoke test, seconds
+    PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --tensor-parallel-size 2   # cuda:0 + cuda:1
 
 Steps, each printed as it finishes:
  1. check: a 2-layer fp32 model of the same shape, saved as a Hugging Face folder and loaded by
@@ -63,6 +64,7 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         engine = LLMEngine(EngineConfig(model=tmp, device=device, dtype="float32", max_model_len=512,
+                                        tensor_parallel_size=args.tensor_parallel_size,
                                         max_num_seqs=16, kv_cache_gb=0.25, enforce_eager=args.enforce_eager),
                            load_tokenizer=False)
     gen = torch.Generator().manual_seed(1)
@@ -77,10 +79,12 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
         gap = (logits.max(1).values - chosen).max().item() / logits.abs().max().item()
         worst = max(worst, gap)  # 0 when every pick is HF's argmax; a near-tie differs by ~1e-6
     ok = worst < 1e-4
-    path = "CUDA graphs + Triton" if engine.runner.graphs else (
-        "Triton, eager" if engine.runner.decode_kernel else "PyTorch gather, eager")
+    runner = getattr(engine.runner, "driver", engine.runner)  # rank 0's runner under tensor parallelism
+    path = "CUDA graphs + Triton" if runner.graphs else (
+        "Triton, eager" if runner.decode_kernel else "PyTorch gather, eager")
     say(f"check vs HF (2 layers, fp32, {path}): {'OK' if ok else 'MISMATCH'} "
         f"(largest gap to HF's argmax logit, relative: {worst:.1e})")
+    engine.shutdown()
     del engine, hf
     return ok
 
@@ -99,6 +103,7 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with Hugging Face")
     ap.add_argument("--http", action="store_true", help="also measure through the OpenAI server")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--tensor-parallel-size", type=int, default=1, help="ranks (GPUs with --device cuda)")
     args = ap.parse_args()
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
@@ -122,11 +127,12 @@ def main() -> None:
     max_len = args.input_len + args.output_len + 16
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model="", model_config=ModelConfig(**shape), device=dev, dtype=dtype,
+                                    tensor_parallel_size=args.tensor_parallel_size,
                                     max_model_len=max_len, max_num_seqs=args.requests,
                                     max_num_batched_tokens=args.max_num_batched_tokens,
                                     kv_cache_gb=args.kv_cache_gb, enforce_eager=args.enforce_eager),
                        load_tokenizer=False)
-    r = engine.runner
+    r = getattr(engine.runner, "driver", engine.runner)
     say(f"engine ready in {time.perf_counter() - t0:.1f} s: {dtype}, {r.num_blocks} KV blocks, decode attention: "
         f"{'Triton' if r.decode_kernel else 'PyTorch gather'}, CUDA graphs: {sorted(r.graphs) or 'none'}")
     gen = torch.Generator().manual_seed(0)
@@ -182,6 +188,7 @@ def main() -> None:
             results["http"] = measure_http(engine, args)
         except Exception as exc:
             say(f"HTTP measurement failed: {exc!r}")
+    engine.shutdown()
     print(json.dumps(results))
 
 
