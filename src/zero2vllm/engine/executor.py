@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import socket
 
 import torch
@@ -43,6 +44,7 @@ def rank_config(config: EngineConfig, rank: int) -> EngineConfig:
 
 def worker_main(config: EngineConfig, rank: int, port: int, plans) -> None:
     """Ranks 1..N-1: build this rank's runner, then run every step rank 0 sends, until None or EOF."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: rank 0 stops us
     config = rank_config(config, rank)
     tp = init_tp_group(rank, config.tensor_parallel_size, port, torch.device(config.device))
     runner = ModelRunner(config, tp)
