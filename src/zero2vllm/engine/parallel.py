@@ -53,7 +53,7 @@ class ReplicatedLinear(nn.Linear):
     """nn.Linear without bias, plus an optional oneDNN-prepacked copy of the weight for the CPU.
 
     MKL's sgemm is slow for the few rows of a decode step; oneDNN with the weight reordered once
-    into its blocked layout (what vLLM's CPU backend does) ran 1.2-1.7x faster here.
+    into its blocked layout (what vLLM's CPU backend does) is faster (docs/history.md).
     """
 
     packed: torch.Tensor | None = None
