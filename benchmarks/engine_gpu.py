@@ -69,7 +69,10 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
                            load_tokenizer=False)
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, shape["vocab_size"], (n,), generator=gen).tolist() for n in (1, 7, 16, 33, 70, 5)]
-    outs = engine.generate(prompts, SamplingParams(max_tokens=20, ignore_eos=True))
+    try:
+        outs = engine.generate(prompts, SamplingParams(max_tokens=20, ignore_eos=True))
+    finally:
+        engine.shutdown()  # the other ranks, before the next engine starts its own
     worst = 0.0  # how far below HF's best logit our picks are, relative to the logits' scale
     for prompt, out in zip(prompts, outs):
         ids = torch.tensor([prompt + out["token_ids"]], device=device)
@@ -84,7 +87,6 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
         "Triton, eager" if runner.decode_kernel else "PyTorch gather, eager")
     say(f"check vs HF (2 layers, fp32, {path}): {'OK' if ok else 'MISMATCH'} "
         f"(largest gap to HF's argmax logit, relative: {worst:.1e})")
-    engine.shutdown()
     del engine, hf
     return ok
 

@@ -48,6 +48,7 @@ def worker_main(config: EngineConfig, rank: int, port: int, plans) -> None:
     config = rank_config(config, rank)
     tp = init_tp_group(rank, config.tensor_parallel_size, port, torch.device(config.device))
     runner = ModelRunner(config, tp)
+    dist.barrier()  # ready: every rank has loaded its weights
     try:
         while (plan := plans.recv()) is not None:
             try:
@@ -81,6 +82,7 @@ class TPExecutor:
             config0 = rank_config(config, 0)
             self.tp = init_tp_group(0, n, port, torch.device(config0.device))
             self.driver = ModelRunner(config0, self.tp)
+            dist.barrier()  # return only once every rank is ready (a worker may still be reading the folder)
         except BaseException:
             self.shutdown(timeout=5)
             raise
