@@ -4,6 +4,7 @@
     PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --http     # + through the HTTP server
     PYTHONPATH=src python benchmarks/engine_gpu.py --tiny                   # CPU smoke test, seconds
     PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --tensor-parallel-size 2   # cuda:0 + cuda:1
+    PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --tensor-parallel-size 2 --shape 70b --no-check
 
 Steps, each printed as it finishes:
  1. check: a 2-layer fp32 model of the same shape, saved as a Hugging Face folder and loaded by
@@ -35,6 +36,10 @@ import torch  # noqa: E402
 LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
                 num_kv_heads=8, head_dim=64, rope_theta=500000.0, tie_word_embeddings=True, rms_norm_eps=1e-5,
                 max_position_embeddings=131072)
+# Llama-3.1-8B's and Llama-3.1-70B's shapes (no rope scaling): 16 GB and 141 GB of bf16 weights
+LLAMA_8B = dict(LLAMA_1B, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
+                head_dim=128, tie_word_embeddings=False)
+LLAMA_70B = dict(LLAMA_8B, hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64)
 TINY = dict(vocab_size=10240, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
             head_dim=16, rope_theta=10000.0, tie_word_embeddings=False, rms_norm_eps=1e-5,
             max_position_embeddings=2048)
@@ -95,6 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="a tiny model (CPU smoke test)")
+    ap.add_argument("--shape", choices=("1b", "8b", "70b"), default="1b", help="the random-weight Llama's shape")
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=128)
@@ -110,14 +116,15 @@ def main() -> None:
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("Error: --device cuda but torch sees no GPU")
-    shape = TINY if args.tiny else LLAMA_1B
+    shape = TINY if args.tiny else {"1b": LLAMA_1B, "8b": LLAMA_8B, "70b": LLAMA_70B}[args.shape]
     if args.tiny:
         args.requests, args.input_len, args.output_len = min(args.requests, 16), min(args.input_len, 32), \
             min(args.output_len, 16)
         args.kv_cache_gb = min(args.kv_cache_gb, 0.05)
     card = torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU"
     say(f"device: {card}; torch {torch.__version__}")
-    results = {"device": card, "shape": "tiny" if args.tiny else "llama-3.2-1b"}
+    results = {"device": card, "shape": "tiny" if args.tiny else f"llama-{args.shape}",
+               "tensor_parallel_size": args.tensor_parallel_size}
     if not args.no_check:
         try:
             results["check_ok"] = check_against_hf(shape, dev, args)
