@@ -3,6 +3,8 @@
     PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda            # the measurement
     PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --http     # + through the HTTP server
     PYTHONPATH=src python benchmarks/engine_gpu.py --tiny                   # CPU smoke test, seconds
+    PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --tensor-parallel-size 2   # cuda:0 + cuda:1
+    PYTHONPATH=src python benchmarks/engine_gpu.py --device cuda --tensor-parallel-size 2 --shape 70b --no-check
 
 Steps, each printed as it finishes:
  1. check: a 2-layer fp32 model of the same shape, saved as a Hugging Face folder and loaded by
@@ -34,6 +36,10 @@ import torch  # noqa: E402
 LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_layers=16, num_heads=32,
                 num_kv_heads=8, head_dim=64, rope_theta=500000.0, tie_word_embeddings=True, rms_norm_eps=1e-5,
                 max_position_embeddings=131072)
+# Llama-3.1-8B's and Llama-3.1-70B's shapes (no rope scaling): 16 GB and 141 GB of bf16 weights
+LLAMA_8B = dict(LLAMA_1B, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
+                head_dim=128, tie_word_embeddings=False)
+LLAMA_70B = dict(LLAMA_8B, hidden_size=8192, intermediate_size=28672, num_layers=80, num_heads=64)
 TINY = dict(vocab_size=10240, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
             head_dim=16, rope_theta=10000.0, tie_word_embeddings=False, rms_norm_eps=1e-5,
             max_position_embeddings=2048)
@@ -63,11 +69,15 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         engine = LLMEngine(EngineConfig(model=tmp, device=device, dtype="float32", max_model_len=512,
+                                        tensor_parallel_size=args.tensor_parallel_size,
                                         max_num_seqs=16, kv_cache_gb=0.25, enforce_eager=args.enforce_eager),
                            load_tokenizer=False)
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, shape["vocab_size"], (n,), generator=gen).tolist() for n in (1, 7, 16, 33, 70, 5)]
-    outs = engine.generate(prompts, SamplingParams(max_tokens=20, ignore_eos=True))
+    try:
+        outs = engine.generate(prompts, SamplingParams(max_tokens=20, ignore_eos=True))
+    finally:
+        engine.shutdown()  # the other ranks, before the next engine starts its own
     worst = 0.0  # how far below HF's best logit our picks are, relative to the logits' scale
     for prompt, out in zip(prompts, outs):
         ids = torch.tensor([prompt + out["token_ids"]], device=device)
@@ -77,8 +87,9 @@ def check_against_hf(shape: dict, device: str, args) -> bool:
         gap = (logits.max(1).values - chosen).max().item() / logits.abs().max().item()
         worst = max(worst, gap)  # 0 when every pick is HF's argmax; a near-tie differs by ~1e-6
     ok = worst < 1e-4
-    path = "CUDA graphs + Triton" if engine.runner.graphs else (
-        "Triton, eager" if engine.runner.decode_kernel else "PyTorch gather, eager")
+    runner = getattr(engine.runner, "driver", engine.runner)  # rank 0's runner under tensor parallelism
+    path = "CUDA graphs + Triton" if runner.graphs else (
+        "Triton, eager" if runner.decode_kernel else "PyTorch gather, eager")
     say(f"check vs HF (2 layers, fp32, {path}): {'OK' if ok else 'MISMATCH'} "
         f"(largest gap to HF's argmax logit, relative: {worst:.1e})")
     del engine, hf
@@ -89,6 +100,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tiny", action="store_true", help="a tiny model (CPU smoke test)")
+    ap.add_argument("--shape", choices=("1b", "8b", "70b"), default="1b", help="the random-weight Llama's shape")
     ap.add_argument("--requests", type=int, default=256)
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=128)
@@ -99,18 +111,20 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the comparison with Hugging Face")
     ap.add_argument("--http", action="store_true", help="also measure through the OpenAI server")
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--tensor-parallel-size", type=int, default=1, help="ranks (GPUs with --device cuda)")
     args = ap.parse_args()
     dev = args.device
     if dev.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("Error: --device cuda but torch sees no GPU")
-    shape = TINY if args.tiny else LLAMA_1B
+    shape = TINY if args.tiny else {"1b": LLAMA_1B, "8b": LLAMA_8B, "70b": LLAMA_70B}[args.shape]
     if args.tiny:
         args.requests, args.input_len, args.output_len = min(args.requests, 16), min(args.input_len, 32), \
             min(args.output_len, 16)
         args.kv_cache_gb = min(args.kv_cache_gb, 0.05)
     card = torch.cuda.get_device_name() if dev.startswith("cuda") else "CPU"
     say(f"device: {card}; torch {torch.__version__}")
-    results = {"device": card, "shape": "tiny" if args.tiny else "llama-3.2-1b"}
+    results = {"device": card, "shape": "tiny" if args.tiny else f"llama-{args.shape}",
+               "tensor_parallel_size": args.tensor_parallel_size}
     if not args.no_check:
         try:
             results["check_ok"] = check_against_hf(shape, dev, args)
@@ -122,11 +136,12 @@ def main() -> None:
     max_len = args.input_len + args.output_len + 16
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model="", model_config=ModelConfig(**shape), device=dev, dtype=dtype,
+                                    tensor_parallel_size=args.tensor_parallel_size,
                                     max_model_len=max_len, max_num_seqs=args.requests,
                                     max_num_batched_tokens=args.max_num_batched_tokens,
                                     kv_cache_gb=args.kv_cache_gb, enforce_eager=args.enforce_eager),
                        load_tokenizer=False)
-    r = engine.runner
+    r = getattr(engine.runner, "driver", engine.runner)
     say(f"engine ready in {time.perf_counter() - t0:.1f} s: {dtype}, {r.num_blocks} KV blocks, decode attention: "
         f"{'Triton' if r.decode_kernel else 'PyTorch gather'}, CUDA graphs: {sorted(r.graphs) or 'none'}")
     gen = torch.Generator().manual_seed(0)
@@ -182,6 +197,7 @@ def main() -> None:
             results["http"] = measure_http(engine, args)
         except Exception as exc:
             say(f"HTTP measurement failed: {exc!r}")
+    engine.shutdown()
     print(json.dumps(results))
 
 

@@ -240,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-cpu-kernel", action="store_true",
                     help="CPU: decode attention by gather + SDPA instead of the C++ kernel (to compare)")
     ap.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")
+    ap.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                    help="split the model across N processes: N GPUs on CUDA (NCCL), N CPU ranks (gloo)")
     return ap
 
 
@@ -256,7 +258,7 @@ def engine_from_args(args) -> tuple[LLMEngine, str]:
                           max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                           max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching,
                           enforce_eager=args.enforce_eager, num_threads=args.threads,
-                          cpu_decode_kernel=not args.no_cpu_kernel)
+                          cpu_decode_kernel=not args.no_cpu_kernel, tensor_parallel_size=args.tensor_parallel_size)
     engine = LLMEngine(config)
     engine.generate([[1, 2, 3, 4]], SamplingParams(max_tokens=2))  # warm-up: first-call costs before serving
     engine.stats = type(engine.stats)()
@@ -277,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    finally:
+        engine.shutdown()
     return 0
 
 

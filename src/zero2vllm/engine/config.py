@@ -76,7 +76,8 @@ class EngineConfig:
     enforce_eager: bool = False          # on CUDA: False captures CUDA graphs for decode steps
     prepack_weights: bool = True         # on CPU: oneDNN-packed weights (faster small-batch matmuls)
     cpu_decode_kernel: bool = True       # on CPU: decode attention in C++ (cpu_attention.py), not gather + SDPA
-    num_threads: int | None = None       # torch CPU threads (None: all cores)
+    num_threads: int | None = None       # torch CPU threads (None: all cores, shared by the ranks)
+    tensor_parallel_size: int = 1        # ranks (processes) the model is split across (parallel.py)
     seed: int = 0
     model_config: ModelConfig | None = field(default=None, repr=False)
 
@@ -87,3 +88,7 @@ class EngineConfig:
             self.max_model_len = min(self.model_config.max_position_embeddings, 4096)
         if self.block_size <= 0 or self.max_num_seqs <= 0 or self.max_num_batched_tokens <= 0:
             raise ValueError("block_size, max_num_seqs and max_num_batched_tokens must be positive")
+        mc, tp = self.model_config, self.tensor_parallel_size
+        if tp < 1 or mc.num_heads % tp or mc.num_kv_heads % tp or mc.intermediate_size % tp:
+            raise ValueError(f"tensor_parallel_size must divide the model's {mc.num_heads} attention heads, "
+                             f"{mc.num_kv_heads} KV heads and {mc.intermediate_size} MLP features; {tp} does not")

@@ -46,7 +46,12 @@ class LLMEngine:
                  block_manager_factory=BlockManager, scheduler_factory=Scheduler):
         # the factories let a lab put the learner's block pool or scheduler in place of ours
         self.config = config
-        self.runner = ModelRunner(config)
+        if config.tensor_parallel_size > 1:  # one process per rank; rank 0 runs here (executor.py)
+            from .executor import TPExecutor
+
+            self.runner = TPExecutor(config)
+        else:
+            self.runner = ModelRunner(config)
         self.block_manager = block_manager_factory(self.runner.num_blocks, config.block_size,
                                                    config.enable_prefix_caching)
         self.scheduler = scheduler_factory(config, self.block_manager)
@@ -113,6 +118,11 @@ class LLMEngine:
                 "hashed_blocks": [b.block_id for b in bm.blocks if b.hash is not None],
                 "preemptions": sched.num_preemptions, "prefix_queries": bm.prefix_queries,
                 "prefix_hits": bm.prefix_hits, "stats": self.stats}
+
+    def shutdown(self) -> None:
+        """Stop the other ranks' processes (tensor parallelism); nothing to do on one rank."""
+        if hasattr(self.runner, "shutdown"):
+            self.runner.shutdown()
 
     def has_work(self) -> bool:
         return self.scheduler.has_work()

@@ -22,6 +22,8 @@ from torch import nn
 
 from .attention import StepContext, paged_attention, store_kv
 from .config import ModelConfig
+from .parallel import (MergedColumnParallelLinear, QKVParallelLinear, ReplicatedLinear as Linear,
+                       RowParallelLinear, TPGroup)
 
 
 def rope_tables(cfg: ModelConfig, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,24 +56,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin
 
 
-class Linear(nn.Linear):
-    """nn.Linear without bias, plus an optional oneDNN-prepacked copy of the weight for the CPU.
-
-    MKL's sgemm is slow for the few rows of a decode step; oneDNN with the weight reordered once
-    into its blocked layout (what vLLM's CPU backend does) is faster (docs/history.md).
-    """
-
-    packed: torch.Tensor | None = None
-
-    def __init__(self, in_features: int, out_features: int):
-        super().__init__(in_features, out_features, bias=False)
-
-    def forward(self, x):
-        if self.packed is None:
-            return F.linear(x, self.weight)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
-
-
 def prepack_for_cpu(model: nn.Module) -> bool:
     """Give every Linear a oneDNN-packed weight, if this PyTorch has the ops and they agree with F.linear."""
     layers = [m for m in model.modules() if isinstance(m, Linear)]
@@ -90,12 +74,13 @@ def prepack_for_cpu(model: nn.Module) -> bool:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, tp: TPGroup):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size)
-        self.o_proj = Linear(q_size, cfg.hidden_size)
+        # this rank's share of the heads (all of them when tp.size is 1)
+        self.num_heads, self.num_kv_heads = cfg.num_heads // tp.size, cfg.num_kv_heads // tp.size
+        self.head_dim = cfg.head_dim
+        self.qkv_proj = QKVParallelLinear(cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads, tp)
+        self.o_proj = RowParallelLinear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, tp)  # all-reduce 1
         self.kv_cache = torch.empty(0)  # [num_blocks, block_size, 2, kv_heads, head_dim], set by the runner
 
     def forward(self, x, cos, sin, ctx: StepContext):
@@ -108,10 +93,10 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, tp: TPGroup):
         super().__init__()
-        self.gate_up_proj = Linear(cfg.hidden_size, 2 * cfg.intermediate_size)
-        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, [cfg.intermediate_size] * 2, tp)
+        self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size, tp)  # all-reduce 2
 
     def forward(self, x):
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
@@ -131,9 +116,9 @@ class RMSNorm(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, tp: TPGroup):
         super().__init__()
-        self.self_attn, self.mlp = Attention(cfg), MLP(cfg)
+        self.self_attn, self.mlp = Attention(cfg, tp), MLP(cfg, tp)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
@@ -149,11 +134,11 @@ class LlamaModel(nn.Module):
     weights before they are overwritten).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, tp: TPGroup | None = None):
         super().__init__()
-        self.cfg = cfg
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.cfg, tp = cfg, tp or TPGroup()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)  # replicated on every rank
+        self.layers = nn.ModuleList(DecoderLayer(cfg, tp) for _ in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size)
         self.cos = self.sin = torch.empty(0)
@@ -168,13 +153,26 @@ class LlamaModel(nn.Module):
         return self
 
     def init_random(self, seed: int = 0) -> None:
-        """Random weights (std 0.02, norms at 1) for benchmarks of a shape we cannot download."""
-        gen = torch.Generator(device=self.lm_head.weight.device).manual_seed(seed)
-        for name, p in self.named_parameters():
-            if p.dim() == 1:
-                p.data.fill_(1.0)
-            else:
-                p.data.normal_(0.0, 0.02, generator=gen)
+        """Random weights (std 0.02, norms at 1) for benchmarks of a shape we cannot download.
+
+        Drawn whole, in Hugging Face's names, and loaded like a checkpoint: every rank keeps its
+        slice of the same weights, so TP=2 computes what TP=1 does.
+        """
+        cfg, dev = self.cfg, self.lm_head.weight.device
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        q, kv, h, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.hidden_size, \
+            cfg.intermediate_size
+        shapes = {"embed_tokens.weight": (cfg.vocab_size, h), "norm.weight": (h,)}
+        if not cfg.tie_word_embeddings:
+            shapes["lm_head.weight"] = (cfg.vocab_size, h)
+        for i in range(cfg.num_layers):
+            for name, shape in {"input_layernorm": (h,), "post_attention_layernorm": (h,), "self_attn.q_proj": (q, h),
+                                "self_attn.k_proj": (kv, h), "self_attn.v_proj": (kv, h), "self_attn.o_proj": (h, q),
+                                "mlp.gate_proj": (inter, h), "mlp.up_proj": (inter, h),
+                                "mlp.down_proj": (h, inter)}.items():
+                shapes[f"layers.{i}.{name}.weight"] = shape
+        load_tensors(self, ((name, torch.ones(s, device=dev) if len(s) == 1 else
+                             torch.empty(s, device=dev).normal_(0.0, 0.02, generator=gen)) for name, s in shapes.items()))
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Hidden states [T, hidden] for the flat batch of tokens, after the final norm."""
@@ -195,33 +193,41 @@ _FUSED = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_
 
 
 def load_weights(model: LlamaModel, folder: str | Path) -> None:
-    """Copy every tensor of the folder's *.safetensors into the model, fusing q/k/v and gate/up."""
+    """Load every tensor of the folder's *.safetensors into the model."""
     from safetensors import safe_open
 
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors files")
-    cfg = model.cfg
-    q, kv, inter = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
-    offsets = {"qkv_proj": (0, q, q + kv), "gate_up_proj": (0, inter)}
+
+    def tensors():
+        for file in files:
+            with safe_open(str(file), framework="pt") as f:
+                yield from ((name, f.get_tensor(name)) for name in f.keys())
+
+    load_tensors(model, tensors(), str(folder))
+
+
+def load_tensors(model: LlamaModel, tensors, source: str = "random weights") -> None:
+    """Copy (Hugging Face name, whole tensor) pairs into the model: q/k/v and gate/up go into their
+    fused weight, and each parallel layer's `weight_loader` keeps this rank's slice."""
     params = dict(model.named_parameters(remove_duplicate=False))
-    missing = set(params) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
-    for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for hf_name in f.keys():
-                name = hf_name.removeprefix("model.")
-                if "rotary_emb" in name:
-                    continue
-                tensor, start = f.get_tensor(hf_name), 0
-                proj = name.split(".")[-2] if name.count(".") >= 2 else ""
-                if proj in _FUSED:
-                    fused, shard = _FUSED[proj]
-                    name, start = name.replace(proj, fused), offsets[fused][shard]
-                if name not in params:
-                    raise KeyError(f"{file.name}: unexpected tensor {hf_name}; is this a Llama model?")
-                target = params[name].data
-                target = target[start:start + tensor.shape[0]] if target.shape != tensor.shape else target
-                target.copy_(tensor)
-                missing.discard(name)
+    missing = set(params) - ({"lm_head.weight"} if model.cfg.tie_word_embeddings else set())
+    for hf_name, tensor in tensors:
+        name, shard = hf_name.removeprefix("model."), 0
+        if "rotary_emb" in name:
+            continue
+        proj = name.split(".")[-2] if name.count(".") >= 2 else ""
+        if proj in _FUSED:
+            fused, shard = _FUSED[proj]
+            name = name.replace(proj, fused)
+        if name not in params:
+            raise KeyError(f"{source}: unexpected tensor {hf_name}; is this a Llama model?")
+        module = model.get_submodule(name.rsplit(".", 1)[0])
+        if hasattr(module, "weight_loader"):
+            module.weight_loader(tensor, shard)
+        else:  # norms and the embedding: whole on every rank
+            params[name].data.copy_(tensor)
+        missing.discard(name)
     if missing:
-        raise ValueError(f"{folder}: missing weights {sorted(missing)[:3]}...")
+        raise ValueError(f"{source}: missing weights {sorted(missing)[:3]}...")

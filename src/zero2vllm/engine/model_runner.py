@@ -22,6 +22,7 @@ import torch
 from .attention import AttnGroup, StepContext, build_group
 from .config import EngineConfig
 from .model import LlamaModel, load_weights, prepack_for_cpu
+from .parallel import TPGroup
 from .scheduler import ScheduledBatch
 from .sequence import Sequence
 
@@ -44,9 +45,13 @@ def keep_freed_memory() -> None:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig):
+    """One rank's runner: with tensor parallelism each rank has its own, on its slice of the model."""
+
+    def __init__(self, config: EngineConfig, tp: TPGroup | None = None):
         self.config = cfg = config
+        self.tp = tp = tp or TPGroup()
         mc = cfg.model_config
+        heads, kv_heads = mc.num_heads // tp.size, mc.num_kv_heads // tp.size  # this rank's
         self.device = torch.device(cfg.device)
         self.dtype = getattr(torch, cfg.dtype)
         if self.device.type == "cpu":
@@ -55,7 +60,7 @@ class ModelRunner:
                 torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed)
         with torch.device("meta"):
-            self.model = LlamaModel(mc)
+            self.model = LlamaModel(mc, tp)
         self.model.materialize(self.device, self.dtype, cfg.max_model_len).eval()
         if cfg.model:
             load_weights(self.model, cfg.model)
@@ -66,7 +71,7 @@ class ModelRunner:
         self.num_blocks = cfg.num_kv_blocks or self._blocks_for(cfg.kv_cache_gb)
         self.pad_block = self.num_blocks  # the spare block
         self.kv_cache = torch.zeros(mc.num_layers, self.num_blocks + 1, cfg.block_size, 2,
-                                    mc.num_kv_heads, mc.head_dim, dtype=self.dtype, device=self.device)
+                                    kv_heads, mc.head_dim, dtype=self.dtype, device=self.device)
         for i, layer in enumerate(self.model.layers):
             layer.self_attn.kv_cache = self.kv_cache[i]
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -76,11 +81,11 @@ class ModelRunner:
         if self.device.type == "cpu" and cfg.cpu_decode_kernel:
             from .kernels.cpu_attention import load_cpu_decode_kernel
 
-            self.decode_kernel = load_cpu_decode_kernel(self.kv_cache[0], mc.num_heads)
+            self.decode_kernel = load_cpu_decode_kernel(self.kv_cache[0], heads)
         if self.device.type == "cuda":
             from .kernels.triton_attention import load_decode_kernel
 
-            self.decode_kernel = load_decode_kernel(self.kv_cache[0], mc.num_heads)
+            self.decode_kernel = load_decode_kernel(self.kv_cache[0], heads)
             if not cfg.enforce_eager:
                 try:
                     self.capture_cuda_graphs()
@@ -90,7 +95,8 @@ class ModelRunner:
 
     def _blocks_for(self, gigabytes: float) -> int:
         mc = self.config.model_config
-        per_block = 2 * mc.num_layers * self.block_size * mc.num_kv_heads * mc.head_dim * self.dtype.itemsize
+        kv_heads = mc.num_kv_heads // self.tp.size  # each rank holds its heads' slice of every block
+        per_block = 2 * mc.num_layers * self.block_size * kv_heads * mc.head_dim * self.dtype.itemsize
         return max(1, int(gigabytes * 2**30 // per_block))
 
     # -- one step ----------------------------------------------------------------------------
@@ -138,7 +144,7 @@ class ModelRunner:
             hidden = self._replay_graph(input_ids, positions, ctx)[:bs]
         else:
             hidden = self.model(input_ids, positions, ctx)
-        if not sample_seqs:
+        if not sample_seqs or self.tp.rank:  # every rank has the same hidden states; rank 0 samples
             return {}
         logits = self.model.compute_logits(hidden[logit_rows])
         tokens = self.sample(logits, sample_seqs, eos_token_ids)
