@@ -99,7 +99,6 @@ def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, ctx: StepContext) -
 def build_group(block_tables: list[list[int]], q_starts: list[int], q_lens: list[int],
                 block_size: int, pad_block: int, device, decode: bool) -> AttnGroup:
     """Tensors for one group from plain lists (called once per step, shared by every layer)."""
-    num_seqs = len(block_tables)
     max_blocks = max(len(t) for t in block_tables)
     tables = torch.tensor([t + [pad_block] * (max_blocks - len(t)) for t in block_tables], dtype=torch.int64)
     context_lens = torch.tensor([s + n for s, n in zip(q_starts, q_lens)], dtype=torch.int64)
