@@ -150,7 +150,7 @@ def test_reference_passes_every_real_criterion_and_ticks_the_deliverable(z2v, ho
     learner = write_model(tmp_path / "mine", REFERENCE)
     result = z2v("check", "transformer", str(learner), "--json")
     report = json.loads(result.output)
-    assert set(report) == {"lab", "passed", "criteria", "metrics"}
+    assert {"lab", "passed", "criteria", "metrics"} <= set(report) and report["refused"] is None
     assert report["lab"] == "transformer" and report["passed"] is True
     assert all({"name", "passed", "detail"} <= set(c) and c["passed"] for c in report["criteria"])
     names = [c["name"] for c in report["criteria"]]
