@@ -83,3 +83,33 @@ def load_recorded(path: Path, make_trace) -> tuple[str, list[tuple[dict, list]]]
                               "`python -m zero2vllm.labs._vllm_oracle.record`")
         out.append((trace, rec["results"]))
     return data["vllm"], out
+
+
+def differential(ctx, kind: str, make_trace, recorded: Path, compare, *, live: int, fast: int,
+                 timeout: float = 120.0) -> str:
+    """The learner's piece against vLLM: every recorded trace, then (where the vLLM venv is)
+    LIVE fresh seeded ones (FAST under --fast; $Z2V_LAB_LIVE_TRACES overrides).
+    `compare(module, trace, want, source)` raises CheckFailed on the first difference."""
+    import random
+
+    from zero2vllm.labs.framework import CheckFailed
+
+    version, traces = load_recorded(Path(recorded), make_trace)
+    for trace, want in traces:
+        compare(ctx.module, trace, want, f"recorded from vLLM {version}")
+    detail = f"{len(traces)} traces recorded from vLLM {version}"
+    ctx.metrics["recorded_traces"] = len(traces)
+    if live_python() is None:
+        ctx.metrics["live_traces"] = 0
+        return detail + " " + why_not_live()
+    n = int(os.environ.get("Z2V_LAB_LIVE_TRACES") or (fast if ctx.fast else live))
+    base = random.Random().randrange(10**6, 10**9)
+    fresh = [make_trace(s) for s in range(base, base + n)]
+    try:
+        answer = replay(kind, fresh, timeout=timeout)
+    except OracleError as exc:
+        raise CheckFailed(f"could not run vLLM live: {exc}", hint="`z2v vllm doctor` says what is missing")
+    for trace, want in zip(fresh, answer["results"]):
+        compare(ctx.module, trace, want, f"live vLLM {answer['vllm']}")
+    ctx.metrics["live_traces"] = n
+    return detail + f", and {n} live on vLLM {answer['vllm']} (seeds {base}..{base + n - 1})"

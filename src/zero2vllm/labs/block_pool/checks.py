@@ -332,29 +332,9 @@ def invariants(ctx):
 def differential(ctx):
     from zero2vllm.labs import _vllm_oracle as oracle
     from zero2vllm.labs._vllm_oracle.traces import block_pool_trace
-    from pathlib import Path
 
     need(ctx.module, "KVCacheManager")
-    version, recorded = oracle.load_recorded(Path(RECORDED), block_pool_trace)
-    for trace, want in recorded:
-        compare(ctx.module, trace, want, f"recorded from vLLM {version}")
-    detail = f"{len(recorded)} traces recorded from vLLM {version}"
-    ctx.metrics["recorded_traces"] = len(recorded)
-    if oracle.live_python() is None:
-        ctx.metrics["live_traces"] = 0
-        return detail + " " + oracle.why_not_live()
-    n = int(os.environ.get("Z2V_LAB_LIVE_TRACES") or (100 if ctx.fast else 1000))
-    base = random.Random().randrange(10**6, 10**9)
-    traces = [block_pool_trace(s) for s in range(base, base + n)]
-    try:
-        answer = oracle.replay("block-pool", traces)
-    except oracle.OracleError as exc:
-        raise CheckFailed(f"could not run vLLM live: {exc}", hint="`z2v vllm doctor` says what is missing")
-    for trace, want in zip(traces, answer["results"]):
-        compare(ctx.module, trace, want, f"live vLLM {answer['vllm']}")
-    ctx.metrics["live_traces"] = n
-    return detail + f", and {n} live on vLLM {answer['vllm']} (seeds {base}..{base + n - 1})"
-
+    return oracle.differential(ctx, "block-pool", block_pool_trace, RECORDED, compare, live=1000, fast=100)
 
 def compare(mod, trace, want, source):
     diff = first_difference(trace, replay(mod, trace), want)

@@ -8,7 +8,6 @@ own; the last compares every step with vLLM 0.32's real Scheduler.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -198,26 +197,8 @@ def differential(ctx):
     from zero2vllm.labs._vllm_oracle.traces import scheduler_trace
 
     need(ctx.module)
-    version, recorded = oracle.load_recorded(RECORDED, scheduler_trace)
-    for trace, want in recorded:
-        compare(ctx.module, trace, want, f"recorded from vLLM {version}")
-    ctx.metrics["recorded_traces"] = len(recorded)
-    detail = f"{len(recorded)} traces recorded from vLLM {version}"
-    if oracle.live_python() is None:
-        ctx.metrics["live_traces"] = 0
-        return detail + " " + oracle.why_not_live()
-    n = int(os.environ.get("Z2V_LAB_LIVE_TRACES") or (50 if ctx.fast else 200))
-    base = random.Random().randrange(10**6, 10**9)
-    traces = [scheduler_trace(s) for s in range(base, base + n)]
-    try:
-        answer = oracle.replay("scheduler", traces, timeout=600)
-    except oracle.OracleError as exc:
-        raise CheckFailed(f"could not run vLLM live: {exc}", hint="`z2v vllm doctor` says what is missing")
-    for trace, want in zip(traces, answer["results"]):
-        compare(ctx.module, trace, want, f"live vLLM {answer['vllm']}")
-    ctx.metrics["live_traces"] = n
-    return detail + f", and {n} live on vLLM {answer['vllm']} (seeds {base}..{base + n - 1})"
-
+    return oracle.differential(ctx, "scheduler", scheduler_trace, RECORDED, compare, live=200, fast=50,
+                               timeout=600)
 
 def compare(mod, trace, want, source):
     diff = first_difference(trace, replay(mod, trace), want)
