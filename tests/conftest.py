@@ -58,3 +58,56 @@ def seed_text() -> str:
     if SEED.exists():
         return SEED.read_text()
     return (DATA / "seed_plan.txt").read_text()
+
+
+# -- PostgreSQL for the group server's tests ---------------------------------------------------
+def _pg_installed() -> bool:
+    import glob
+    import shutil
+
+    return bool(shutil.which("pg_config") or glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL for this test session: $Z2V_TEST_PG_URL if set, else one started by
+    scripts/pg.sh in a temporary directory. CI sets Z2V_TEST_PG=1, so a missing server fails
+    there instead of skipping."""
+    import shutil
+    import tempfile
+
+    if os.environ.get("Z2V_TEST_PG_URL"):
+        yield os.environ["Z2V_TEST_PG_URL"]
+        return
+    if not _pg_installed() and not (os.getuid() == 0 and shutil.which("apt-get")):
+        if os.environ.get("Z2V_TEST_PG") == "1":
+            pytest.fail("Z2V_TEST_PG=1 but PostgreSQL is not installed")
+        pytest.skip("PostgreSQL is not installed (bash scripts/pg.sh start DIR installs it as root)")
+    # Not under pytest's tmp_path: that is private to root, and the server runs as another user.
+    where = tempfile.mkdtemp(prefix="z2v-pg-", dir="/tmp")
+    os.chmod(where, 0o755)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "start", where],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"could not start PostgreSQL: {proc.stderr.strip()}")
+    try:
+        yield proc.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "stop", where], capture_output=True, timeout=120)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = pg_server.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
