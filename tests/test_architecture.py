@@ -21,13 +21,15 @@ ALLOWED = {
     "contrib": {"base", "realvllm"},
     "labs": {"base", "catalogue", "instruments", "realvllm", "engine", "contrib"},
     "web": {"base", "catalogue", "tracker", "instruments", "engine", "labs"},
+    "group": {"base", "catalogue", "tracker"},
     "commands": {"base", "catalogue", "tracker", "instruments", "realvllm", "engine", "contrib",
-                 "labs", "web"},
+                 "labs", "web", "group"},
     "cli": {"base", "commands"},
 }
 BASE = {"__init__", "paths", "ui", "models"}
 HEAVY = {"torch", "transformers", "numpy", "flask", "matplotlib", "safetensors", "gguf",
-         "accelerate", "waitress", "jinja2", "psutil", "httpx", "triton"}
+         "accelerate", "waitress", "jinja2", "psutil", "httpx", "triton", "psycopg", "psycopg_pool",
+         "argon2", "gunicorn"}
 LIGHT_WINGS = {"tracker": HEAVY, "cli": HEAVY, "catalogue": HEAVY, "contrib": HEAVY}
 
 

@@ -1,0 +1,5 @@
+"""Placeholder: replaced by the helper that owns `group/dashboard.py`."""
+
+from flask import Blueprint
+
+bp = Blueprint("dashboard", __name__)
