@@ -26,6 +26,15 @@ ACCOUNT_PAGES = [
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
+@pytest.fixture(autouse=True)
+def cheap_argon2(monkeypatch):
+    """The library's default argon2 costs about a second of CPU per login on this machine; the
+    tests check who may log in, not the cost, so they hash with the smallest sane one."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1))
+
+
 @pytest.fixture
 def app(pg_url):
     app = create_app(pg_url, secret_key=b"k" * 32, pool_size=2, testing=True)
@@ -152,3 +161,278 @@ def test_security_headers(app):
     assert resp.headers["X-Frame-Options"] == "DENY"
     assert "no-store" in resp.headers["Cache-Control"]
     assert "http" not in re.sub(r'href="/', "", resp.get_data(as_text=True)).split("<main>")[0]
+
+
+def test_next_never_leaves_the_site(app, people):
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)"):
+        client = app.test_client()
+        resp = client.post("/group/login", data={"email": "learner@example.org", "password": PASSWORD,
+                                                  "csrf_token": csrf_of(client), "next": target})
+        assert resp.headers["Location"] == "/group/", target
+
+
+def test_expired_sessions_and_disabled_accounts_are_logged_out(app, people, pg_url):
+    client = logged_in(app, "learner")
+    token = token_for(app, "learner@example.org")
+    with db.connect(pg_url) as conn:
+        conn.execute("UPDATE web_session SET expires_at = now() - interval '1 second'")
+    assert client.get("/group/settings").status_code == 302
+    client = logged_in(app, "learner")
+    with db.connect(pg_url) as conn:
+        conn.execute("UPDATE account SET disabled = true WHERE id = %s", (people["learner"],))
+    assert client.get("/group/settings").status_code == 302
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 401
+
+
+# -- the role helpers g3's pages use --------------------------------------------------------------
+def test_can_see_learner_and_notes():
+    admin, mentor = {"id": 1, "role": "admin"}, {"id": 2, "role": "mentor"}
+    me = {"id": 3, "role": "learner", "share_notes": False}
+    other = {"id": 4, "role": "learner", "share_notes": False}
+    sharing = {"id": 5, "role": "learner", "share_notes": True}
+    assert auth.can_see_learner(me, 3) and auth.can_see_learner(me, "3")
+    assert not auth.can_see_learner(me, 4) and not auth.can_see_learner(me, "x")
+    assert not auth.can_see_learner(None, 3)
+    assert auth.can_see_learner(mentor, 4) and auth.can_see_learner(admin, 4)
+    assert auth.can_see_notes(me, me) and not auth.can_see_notes(me, other)
+    assert not auth.can_see_notes(me, sharing)  # sharing is with mentors, not with other learners
+    assert not auth.can_see_notes(mentor, other) and not auth.can_see_notes(admin, other)
+    assert auth.can_see_notes(mentor, sharing) and auth.can_see_notes(admin, sharing)
+    assert not auth.can_see_notes(None, sharing)
+
+
+# -- the API by role ------------------------------------------------------------------------------
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_against_the_token_api(app, people, pg_url, role):
+    client = app.test_client()
+    if role == "anonymous":
+        for method, path in (("GET", "/api/v1/me"), ("GET", "/api/v1/tokens"), ("DELETE", "/api/v1/tokens/1")):
+            resp = client.open(path, method=method)
+            assert resp.status_code == 401 and resp.get_json()["error"]["code"] == 401
+            assert client.open(path, method=method, headers=bearer("z2v_made-up")).status_code == 401
+        return
+    token = token_for(app, f"{role}@example.org")
+    me = client.get("/api/v1/me", headers=bearer(token))
+    assert me.status_code == 200
+    assert me.get_json() == {"id": people[role], "email": f"{role}@example.org", "name": role.title(),
+                             "role": role, "share_notes": False, "on_board": False}
+    listed = client.get("/api/v1/tokens", headers=bearer(token)).get_json()["tokens"]
+    assert [(t["name"], t["current"]) for t in listed] == [("laptop", True)]
+    assert client.delete(f"/api/v1/tokens/{listed[0]['id']}", headers=bearer(token)).get_json() == \
+        {"revoked": listed[0]["id"]}
+    assert client.get("/api/v1/me", headers=bearer(token)).status_code == 401  # revoked: refused
+    assert rows(pg_url, "SELECT revoked_at IS NOT NULL AS r FROM api_token") == [{"r": True}]
+
+
+SYNC_ENDPOINTS = [("POST", "/api/v1/sync/push"), ("GET", "/api/v1/sync/pull")]
+
+
+@pytest.mark.parametrize("method,path", SYNC_ENDPOINTS)
+def test_sync_endpoints_refuse_missing_and_revoked_tokens(app, people, pg_url, method, path):
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+    try:
+        app.url_map.bind("localhost").match(path, method=method)
+    except (NotFound, MethodNotAllowed):
+        pytest.skip(f"{method} {path} is not on this branch (group/sync_api.py is g2's)")
+    client = app.test_client()
+    assert client.open(path, method=method, json={}).status_code == 401
+    token = token_for(app, "learner@example.org")
+    with db.connect(pg_url) as conn:
+        conn.execute("UPDATE api_token SET revoked_at = now()")
+    resp = client.open(path, method=method, json={"device": "0" * 32, "changes": []}, headers=bearer(token))
+    assert resp.status_code == 401 and "revoked" in resp.get_json()["error"]["message"]
+
+
+def test_a_learner_cannot_touch_another_learners_tokens(app, people, pg_url):
+    mine, theirs = token_for(app, "learner@example.org"), token_for(app, "other@example.org")
+    their_id = rows(pg_url, "SELECT id FROM api_token WHERE account_id = %s", people["other"])[0]["id"]
+    client = app.test_client()
+    listed = client.get("/api/v1/tokens", headers=bearer(mine)).get_json()["tokens"]
+    assert their_id not in [t["id"] for t in listed]
+    resp = client.delete(f"/api/v1/tokens/{their_id}", headers=bearer(mine))
+    assert resp.status_code == 404
+    page = logged_in(app, "learner")
+    assert their_id and "laptop" in page.get("/group/tokens").get_data(as_text=True)
+    resp = page.post(f"/group/tokens/{their_id}/revoke", data={"csrf_token": csrf_of(page, "/group/tokens")})
+    assert resp.status_code == 404
+    assert rows(pg_url, "SELECT revoked_at FROM api_token WHERE id = %s", their_id) == [{"revoked_at": None}]
+    assert client.get("/api/v1/me", headers=bearer(theirs)).get_json()["id"] == people["other"]
+
+
+def test_revoking_from_the_tokens_page(app, people, pg_url):
+    token = token_for(app, "learner@example.org")
+    token_id = rows(pg_url, "SELECT id FROM api_token")[0]["id"]
+    page = logged_in(app, "learner")
+    resp = page.post(f"/group/tokens/{token_id}/revoke", data={"csrf_token": csrf_of(page, "/group/tokens")})
+    assert resp.status_code == 303
+    assert "revoked" in page.get("/group/tokens").get_data(as_text=True)
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 401
+
+
+def test_secrets_are_stored_hashed(app, people, pg_url):
+    token = token_for(app, "learner@example.org")
+    with db.connect(pg_url) as conn:
+        invite = invites.create(conn, "learner")
+        dump = " ".join(str(r) for table in ("account", "api_token", "invite", "web_session", "login_attempt")
+                        for r in conn.execute(f"SELECT row_to_json(t)::text AS r FROM {table} t").fetchall())
+        hashes = [r["password_hash"] for r in conn.execute("SELECT password_hash FROM account")]
+    assert token not in dump and invite not in dump and PASSWORD not in dump
+    assert auth.token_hash(token) in dump and auth.token_hash(invite) in dump
+    assert len(hashes) == 4 and all(h.startswith("$argon2id$") for h in hashes)
+
+
+# -- invites --------------------------------------------------------------------------------------
+def make_invite(pg_url, role="learner", **kw) -> str:
+    with db.connect(pg_url) as conn:
+        return invites.create(conn, role, **kw)
+
+
+def join(client, token, **form):
+    page = client.get(f"/group/join?invite={token}")
+    return client.post("/group/join", data={"invite": token, "csrf_token": CSRF_RE.search(
+        page.get_data(as_text=True)).group(1) if page.status_code == 200 else csrf_of(client), **form})
+
+
+def test_an_invite_makes_one_account_once(app, pg_url):
+    token = make_invite(pg_url, "mentor", email="New@Example.org")
+    client = app.test_client()
+    page = client.get(f"/group/join?invite={token}")
+    assert page.status_code == 200 and "mentor" in page.get_data(as_text=True)
+    resp = join(client, token, name="New Mentor", password=PASSWORD)
+    assert resp.status_code == 303
+    assert client.get("/group/settings").status_code == 200  # logged in as the new account
+    account = rows(pg_url, "SELECT id, email, role, name FROM account")
+    assert [(a["email"], a["role"], a["name"]) for a in account] == [("new@example.org", "mentor", "New Mentor")]
+    assert rows(pg_url, "SELECT used_by FROM invite") == [{"used_by": account[0]["id"]}]
+    again = join(app.test_client(), token, email="else@example.org", name="Else", password=PASSWORD)
+    assert again.status_code == 410 and "used already" in again.get_data(as_text=True)
+    api = app.test_client().post("/api/v1/tokens", json={"invite": token, "email": "else@example.org",
+                                                         "name": "Else", "password": PASSWORD})
+    assert api.status_code == 400 and "used already" in api.get_json()["error"]["message"]
+    assert len(rows(pg_url, "SELECT id FROM account")) == 1
+
+
+def test_an_expired_invite_is_refused(app, pg_url):
+    token = make_invite(pg_url)
+    with db.connect(pg_url) as conn:
+        conn.execute("UPDATE invite SET expires_at = now() - interval '1 minute'")
+    client = app.test_client()
+    page = client.get(f"/group/join?invite={token}")
+    assert page.status_code == 410 and "expired" in page.get_data(as_text=True)
+    assert join(client, token, email="x@example.org", name="X", password=PASSWORD).status_code == 410
+    api = client.post("/api/v1/tokens", json={"invite": token, "email": "x@example.org", "name": "X",
+                                              "password": PASSWORD})
+    assert api.status_code == 400 and "expired" in api.get_json()["error"]["message"]
+    assert rows(pg_url, "SELECT id FROM account") == []
+    assert rows(pg_url, "SELECT used_at FROM invite") == [{"used_at": None}]
+
+
+def test_invite_refusals_name_the_problem_and_store_nothing(app, pg_url):
+    bound = make_invite(pg_url, email="only@example.org")
+    client = app.test_client()
+    api = client.post("/api/v1/tokens", json={"invite": bound, "email": "other@example.org",
+                                              "name": "O", "password": PASSWORD})
+    assert api.status_code == 400 and "another email" in api.get_json()["error"]["message"]
+    short = client.post("/api/v1/tokens", json={"invite": bound, "email": "only@example.org",
+                                                "name": "O", "password": "short"})
+    assert short.status_code == 400 and "at least 8" in short.get_json()["error"]["message"]
+    unknown = client.post("/api/v1/tokens", json={"invite": "z2vinv_nope", "email": "a@example.org",
+                                                  "name": "A", "password": PASSWORD})
+    assert unknown.status_code == 400 and "unknown" in unknown.get_json()["error"]["message"]
+    assert rows(pg_url, "SELECT id FROM account") == [] and rows(pg_url, "SELECT id FROM api_token") == []
+    ok = client.post("/api/v1/tokens", json={"invite": bound, "email": "only@example.org", "name": "Only",
+                                             "password": PASSWORD, "token_name": "gpu box"})
+    assert ok.status_code == 201
+    body = ok.get_json()
+    assert body["learner"]["role"] == "learner" and body["learner"]["email"] == "only@example.org"
+    assert rows(pg_url, "SELECT name, token_hash FROM api_token") == [
+        {"name": "gpu box", "token_hash": auth.token_hash(body["token"])}]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_only_admins_make_invites(app, people, pg_url, role):
+    client = logged_in(app, role)
+    token = csrf_of(client, "/group/admin/invites") if role == "admin" else csrf_of(client, "/group/login")
+    resp = client.post("/group/admin/invites", data={"role": "mentor", "email": "", "days": "3",
+                                                     "csrf_token": token})
+    made = rows(pg_url, "SELECT role, created_by, expires_at - created_at AS valid FROM invite")
+    if role == "admin":
+        assert resp.status_code == 200 and "/group/join?invite=z2vinv_" in resp.get_data(as_text=True)
+        assert [(m["role"], m["created_by"], m["valid"].days) for m in made] == [("mentor", people["admin"], 3)]
+    else:
+        assert resp.status_code in (302, 403) and made == []
+
+
+def test_a_bad_invite_form_is_a_400(app, people, pg_url):
+    client = logged_in(app, "admin")
+    for data in ({"role": "boss", "days": "3"}, {"role": "learner", "days": "x"},
+                 {"role": "learner", "days": "900"}, {"role": "learner", "days": "3", "email": "nope"}):
+        resp = client.post("/group/admin/invites", data={**data, "csrf_token": csrf_of(client, "/group/admin/invites")})
+        assert resp.status_code == 400, data
+    assert rows(pg_url, "SELECT id FROM invite") == []
+
+
+# -- login rate limits ------------------------------------------------------------------------------
+def test_five_failures_lock_an_email_out_with_retry_after(app, people, pg_url):
+    client = app.test_client()
+    for _ in range(sessions.MAX_FAILS_EMAIL):
+        assert client.post("/api/v1/tokens", json={"email": "learner@example.org",
+                                                   "password": "wrong-password"}).status_code == 401
+    right = client.post("/api/v1/tokens", json={"email": "learner@example.org", "password": PASSWORD})
+    assert right.status_code == 429 and 1 <= int(right.headers["Retry-After"]) <= sessions.WINDOW_S + 1
+    page = client.post("/group/login", data={"email": "learner@example.org", "password": PASSWORD,
+                                              "csrf_token": csrf_of(client)})
+    assert page.status_code == 429 and page.headers["Retry-After"]
+    assert rows(pg_url, "SELECT id FROM api_token") == [] and rows(pg_url, "SELECT id_hash FROM web_session") == []
+    assert len(rows(pg_url, "SELECT id FROM login_attempt WHERE NOT ok")) == sessions.MAX_FAILS_EMAIL
+    # another email is not locked by these; and the lock ends with the window
+    assert client.post("/api/v1/tokens", json={"email": "mentor@example.org", "password": PASSWORD}).status_code == 201
+    with db.connect(pg_url) as conn:
+        conn.execute("UPDATE login_attempt SET at = at - make_interval(secs => %s)", (sessions.WINDOW_S + 1,))
+    assert client.post("/api/v1/tokens", json={"email": "learner@example.org", "password": PASSWORD}).status_code == 201
+
+
+def test_one_address_trying_many_emails_is_locked_out(app, people, pg_url, monkeypatch):
+    monkeypatch.setattr(sessions, "MAX_FAILS_REMOTE", 3)  # the same rule, fewer argon2 hashes
+    client = app.test_client()
+    attacker = {"REMOTE_ADDR": "203.0.113.9"}
+    for i in range(3):
+        assert client.post("/api/v1/tokens", json={"email": f"guess{i}@example.org", "password": "x" * 8},
+                           environ_base=attacker).status_code == 401
+    assert client.post("/api/v1/tokens", json={"email": "admin@example.org", "password": PASSWORD},
+                       environ_base=attacker).status_code == 429
+    assert client.post("/api/v1/tokens", json={"email": "admin@example.org", "password": PASSWORD},
+                       environ_base={"REMOTE_ADDR": "198.51.100.1"}).status_code == 201
+
+
+# -- bad input --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body", [
+    b"", b"not json", b"[1, 2]", b'"x"', b"null", b'{"email": 5, "password": "x"}',
+    b'{"email": "a@example.org"}', b'{"email": "a@example.org", "password": ["x"]}',
+    b'{"email": "learner@example.org", "password": "correct horse battery", "name": 7}',
+    b'{"invite": 7, "email": "a@example.org", "password": "12345678", "name": "A"}',
+    b'{"invite": "z2vinv_x", "email": "a@example.org", "password": "12345678"}',
+    b'{"email": "\\ud800@example.org", "password": "12345678"}',
+    b'{"invite": "z2vinv_x", "email": "a@example.org", "password": "12345678", "name": "A", "token_name": {}}',
+])
+def test_bad_json_is_a_4xx_json_answer(app, people, pg_url, body):
+    resp = app.test_client().post("/api/v1/tokens", data=body, content_type="application/json")
+    assert 400 <= resp.status_code < 500, resp.get_data(as_text=True)
+    assert resp.get_json()["error"]["code"] == resp.status_code
+    assert rows(pg_url, "SELECT id FROM api_token") == []
+
+
+def test_huge_bodies_and_bad_paths_are_4xx_json(app, people):
+    client = app.test_client()
+    huge = client.post("/api/v1/tokens", data=b"{" + b" " * (9 * 1024 * 1024) + b"}",
+                       content_type="application/json")
+    assert huge.status_code == 413 and huge.get_json()["error"]["code"] == 413
+    token = token_for(app, "learner@example.org")
+    for method, path in (("DELETE", "/api/v1/tokens/abc"), ("DELETE", "/api/v1/tokens/99999999999999999999"),
+                         ("PUT", "/api/v1/me"), ("GET", "/api/v1/nothing")):
+        resp = client.open(path, method=method, headers=bearer(token))
+        assert resp.status_code in (404, 405) and resp.get_json()["error"], (method, path)
+    form = logged_in(app, "learner").post("/group/login", data=b"x" * (9 * 1024 * 1024),
+                                          content_type="application/x-www-form-urlencoded")
+    assert form.status_code in (403, 413)

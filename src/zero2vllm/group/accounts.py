@@ -153,7 +153,18 @@ def _body(*required: str) -> dict:
     for key in required:
         if not isinstance(body.get(key), str) or not body[key]:
             abort(400, description=f"{key!r} must be a non-empty string")
+    for key, value in body.items():
+        if isinstance(value, str) and not _utf8(value):  # a lone surrogate escaped as \ud800
+            abort(400, description=f"{key!r} is not valid Unicode text")
     return body
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 @bp.post("/api/v1/tokens")
