@@ -436,3 +436,132 @@ def test_huge_bodies_and_bad_paths_are_4xx_json(app, people):
     form = logged_in(app, "learner").post("/group/login", data=b"x" * (9 * 1024 * 1024),
                                           content_type="application/x-www-form-urlencoded")
     assert form.status_code in (403, 413)
+
+
+# -- z2v group-admin and z2v serve group ---------------------------------------------------------------
+def z2v(*args, input=None):
+    from click.testing import CliRunner
+
+    from zero2vllm.cli import main
+
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def test_group_admin_create_admin_stores_an_argon2_admin(pg_url):
+    result = z2v("group-admin", "create-admin", "--db", pg_url, "--email", "Boss@Example.org",
+                 "--password-stdin", input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    stored = rows(pg_url, "SELECT email, name, role, password_hash FROM account")
+    assert [(a["email"], a["name"], a["role"]) for a in stored] == [("boss@example.org", "Boss", "admin")]
+    assert stored[0]["password_hash"].startswith("$argon2id$")
+    assert auth.verify_password(stored[0]["password_hash"], PASSWORD)
+    again = z2v("group-admin", "create-admin", "--db", pg_url, "--email", "boss@example.org",
+                "--password-stdin", input=PASSWORD + "\n")
+    assert again.exit_code == 2 and "exists already" in again.output
+    short = z2v("group-admin", "create-admin", "--db", pg_url, "--email", "b2@example.org",
+                "--password-stdin", input="short\n")
+    assert short.exit_code == 2 and "at least 8" in short.output
+    assert len(rows(pg_url, "SELECT id FROM account")) == 1
+
+
+def test_group_admin_invite_stores_only_the_hash_of_what_it_prints(app, pg_url):
+    result = z2v("group-admin", "invite", "--db", pg_url, "--role", "mentor", "--email", "M@example.org",
+                 "--days", "3", "--url", "https://group.example.org/")
+    assert result.exit_code == 0, result.output
+    token = re.search(r"z2vinv_[\w-]+", result.output).group(0)
+    assert f"https://group.example.org/group/join?invite={token}" in result.output
+    stored = rows(pg_url, "SELECT token_hash, role, email, used_at, expires_at - created_at AS valid FROM invite")
+    assert [(i["token_hash"], i["role"], i["email"], i["used_at"], i["valid"].days) for i in stored] == \
+        [(auth.token_hash(token), "mentor", "m@example.org", None, 3)]
+    page = app.test_client().get(f"/group/join?invite={token}")  # and the server takes it
+    assert page.status_code == 200 and "m@example.org" in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("args", [
+    ("group-admin", "invite", "--db", "sqlite:///x.db"),
+    ("group-admin", "invite", "--db", "postgresql://nobody@127.0.0.1:1/none"),
+    ("group-admin", "create-admin", "--db", "mysql://x", "--email", "a@example.org", "--password-stdin"),
+    ("serve", "group", "--db", "postgresql://nobody@127.0.0.1:1/none"),
+    ("serve", "group", "--db", "nonsense"),
+])
+def test_a_bad_db_is_one_line_exit_2(args, monkeypatch):
+    monkeypatch.delenv("ZERO2VLLM_GROUP_DB", raising=False)
+    result = z2v(*args, input=PASSWORD + "\n")
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and result.output.startswith("Error: ")
+
+
+def test_no_db_at_all_says_how_to_give_one(monkeypatch):
+    monkeypatch.delenv("ZERO2VLLM_GROUP_DB", raising=False)
+    result = z2v("group-admin", "invite")
+    assert result.exit_code == 2 and "--db postgresql://" in result.output
+
+
+def test_the_secret_file_is_made_0600_and_kept(tmp_path):
+    from zero2vllm.group import server
+
+    path = tmp_path / "sub" / "secret"
+    first = server.load_secret(path)
+    assert (path.stat().st_mode & 0o777) == 0o600 and len(first) == 64
+    assert server.load_secret(path) == first  # a restart signs with the same key
+    path.chmod(0o644)
+    with pytest.raises(server.SecretError, match="chmod 600"):
+        server.load_secret(path)
+    path.write_text("short")
+    path.chmod(0o600)
+    with pytest.raises(server.SecretError, match="fewer than 32"):
+        server.load_secret(path)
+
+
+def test_the_real_server_keeps_sessions_across_a_restart(pg_url, tmp_path):
+    """`z2v serve group` as its own process: log in, restart it, still logged in."""
+    import http.client
+    import os
+    import subprocess
+    import sys
+
+    with db.connect(pg_url) as conn:
+        db.migrate(conn)
+        auth.create_account(conn, "learner@example.org", "L", "learner", PASSWORD)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "zero2vllm", "serve", "group", "--db", pg_url,
+                                 "--port", "0", "--secret-file", str(tmp_path / "secret"), "--threads", "2"],
+                                env=env, stderr=subprocess.PIPE, text=True)
+        line = proc.stderr.readline()
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", line).group(1))
+        return proc, port
+
+    def get(port, method, path, body=None, cookie=""):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request(method, path, body=body, headers={"Cookie": cookie, **(
+            {"Content-Type": "application/x-www-form-urlencoded"} if body else {})})
+        resp = conn.getresponse()
+        return resp, resp.read().decode()
+
+    from urllib.parse import urlencode
+
+    proc, port = start()
+    try:
+        resp, html = get(port, "GET", "/group/login")
+        pre = resp.getheader("Set-Cookie").split(";")[0]
+        csrf = CSRF_RE.search(html).group(1)
+        resp, _ = get(port, "POST", "/group/login", urlencode(
+            {"email": "learner@example.org", "password": PASSWORD, "csrf_token": csrf}), cookie=pre)
+        assert resp.status == 303
+        session = [c.split(";")[0] for c in resp.headers.get_all("Set-Cookie") if c.startswith("z2v_group_session")][0]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    proc, port = start()
+    try:
+        resp, html = get(port, "GET", "/group/settings", cookie=session)
+        assert resp.status == 200 and "learner@example.org" in html
+        assert resp.getheader("Server") == "zero2vllm-group"  # waitress, named
+        # the same secret file: a form fetched before the restart is still accepted (401, not 403)
+        resp, _ = get(port, "POST", "/group/login", urlencode(
+            {"email": "learner@example.org", "password": "wrong-password", "csrf_token": csrf}), cookie=pre)
+        assert resp.status == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
