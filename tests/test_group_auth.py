@@ -145,6 +145,14 @@ def test_cookies_are_secure_off_loopback(app, people):
     assert all("Secure" in c for c in resp.headers.getlist("Set-Cookie"))
 
 
+@pytest.mark.parametrize("base,secure", [("http://127.0.0.1:8600", False), ("http://[::1]", False),
+                                         ("http://localhost", False), ("http://[2001:db8::1]:8600", True),
+                                         ("https://127.0.0.1", True), ("http://10.0.0.5:8600", True)])
+def test_which_cookies_are_secure(app, base, secure):
+    resp = app.test_client().get("/group/login", base_url=base)
+    assert ("Secure" in resp.headers["Set-Cookie"]) == secure
+
+
 def test_a_wrong_password_is_refused_and_recorded(app, people, pg_url):
     client = app.test_client()
     resp = client.post("/group/login", data={"email": "learner@example.org", "password": "nope-nope",
@@ -404,7 +412,10 @@ def test_five_failures_lock_an_email_out_with_retry_after(app, people, pg_url):
     assert client.post("/api/v1/tokens", json={"email": "mentor@example.org", "password": PASSWORD}).status_code == 201
     with db.connect(pg_url) as conn:
         conn.execute("UPDATE login_attempt SET at = at - make_interval(secs => %s)", (sessions.WINDOW_S + 1,))
+        conn.execute("UPDATE login_attempt SET at = at - interval '2 days' WHERE email = 'mentor@example.org'")
     assert client.post("/api/v1/tokens", json={"email": "learner@example.org", "password": PASSWORD}).status_code == 201
+    # attempts older than a day are dropped when the next one is recorded
+    assert rows(pg_url, "SELECT email FROM login_attempt WHERE email = 'mentor@example.org'") == []
 
 
 def test_one_address_trying_many_emails_is_locked_out(app, people, pg_url, monkeypatch):

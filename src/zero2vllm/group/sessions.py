@@ -59,7 +59,8 @@ def secure_cookies() -> bool:
         return bool(setting)
     if request.scheme == "https":
         return True
-    host = (request.host or "").rsplit(":", 1)[0].strip("[]")
+    host = request.host or ""
+    host = host[1:].partition("]")[0] if host.startswith("[") else host.partition(":")[0]  # [::1]:80
     try:
         return not (host == "localhost" or ipaddress.ip_address(host).is_loopback)
     except ValueError:
@@ -153,5 +154,8 @@ def login(conn, email: str, password: str) -> tuple[dict | None, int | None]:
     account = auth.check_password(conn, email, password)
     conn.execute("INSERT INTO login_attempt (email, remote, ok) VALUES (%s, %s, %s)",
                  (email, where, account is not None))
+    # Keep the table small: what is older than a day never counts again (both indexes apply).
+    conn.execute("DELETE FROM login_attempt WHERE (email = %s OR remote = %s)"
+                 " AND at < now() - interval '1 day'", (email, where))
     conn.commit()
     return account, None
