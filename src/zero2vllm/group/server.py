@@ -1,9 +1,8 @@
 """Serving the group server in production, and its secret key.
 
-waitress, not gunicorn: the lower p99 on pages at 20 concurrent clients, measured side by side on
-the 2-core machine (benchmarks/group_wsgi.py,
-docs/benchmarks.md "Group server"); it also runs in one process on any OS, so one connection
-pool is shared by all threads. gunicorn works too, for those who prefer it:
+waitress, not gunicorn: the lower p99 on pages at 20 concurrent clients, measured side by side
+on the 2-core machine (benchmarks/group_wsgi.py, docs/benchmarks.md "Group server"); and one
+process on any OS, so one connection pool is shared by all threads. gunicorn works too, for those who prefer it:
 `ZERO2VLLM_GROUP_DB=postgresql://... gunicorn -k gthread 'zero2vllm.group.server:app_from_env()'`.
 """
 
