@@ -590,3 +590,26 @@ def test_the_real_server_keeps_sessions_across_a_restart(pg_url, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_group_admin_set_password_and_disable(app, people, pg_url):
+    client = logged_in(app, "learner")
+    token = token_for(app, "learner@example.org")
+    new = "a brand new password"
+    result = z2v("group-admin", "set-password", "--db", pg_url, "--email", "LEARNER@example.org",
+                 "--password-stdin", input=new + "\n")
+    assert result.exit_code == 0, result.output
+    stored = rows(pg_url, "SELECT password_hash FROM account WHERE id = %s", people["learner"])[0]["password_hash"]
+    assert stored.startswith("$argon2id$") and auth.verify_password(stored, new)
+    assert client.get("/group/settings").status_code == 302  # its sessions ended
+    assert app.test_client().post("/api/v1/tokens", json={"email": "learner@example.org",
+                                                          "password": new}).status_code == 201
+    assert z2v("group-admin", "disable", "--db", pg_url, "--email", "learner@example.org").exit_code == 0
+    assert rows(pg_url, "SELECT disabled FROM account WHERE id = %s", people["learner"]) == [{"disabled": True}]
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 401
+    assert app.test_client().post("/api/v1/tokens", json={"email": "learner@example.org",
+                                                          "password": new}).status_code == 401
+    assert z2v("group-admin", "disable", "--db", pg_url, "--email", "learner@example.org", "--enable").exit_code == 0
+    assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 200
+    missing = z2v("group-admin", "disable", "--db", pg_url, "--email", "nobody@example.org")
+    assert missing.exit_code == 2 and "no account" in missing.output

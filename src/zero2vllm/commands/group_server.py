@@ -82,7 +82,7 @@ def serve_group(db_url, host, port, secret_file, threads, trusted_proxies, cooki
 
 @click.group("group-admin")
 def group_admin():
-    """Run the group server's accounts from the shell: the first admin, invites."""
+    """Run the group server's accounts from the shell: the first admin, invites, passwords."""
 
 
 @group_admin.command("create-admin")
@@ -96,17 +96,62 @@ def create_admin(db_url, email, name, password_stdin):
 
     if invites.email_problem(email):
         raise Z2VError(invites.email_problem(email))
+    password = _read_password(password_stdin)
+    with _connect(db_url) as conn:
+        if conn.execute("SELECT 1 FROM account WHERE email = %s", (email.strip().lower(),)).fetchone():
+            raise Z2VError(f"an account for {email.strip().lower()} exists already")
+        account_id = auth.create_account(conn, email, name or email.split("@")[0], "admin", password)
+    click.echo(f"admin {email.strip().lower()} made (account {account_id}); log in at /group/login")
+
+
+def _read_password(password_stdin: bool) -> str:
+    from zero2vllm.group import auth
+
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if auth.password_problem(password):
         raise Z2VError(auth.password_problem(password))
+    return password
+
+
+def _account_id(conn, email: str) -> int:
+    row = conn.execute("SELECT id FROM account WHERE email = %s", (email.strip().lower(),)).fetchone()
+    if row is None:
+        raise Z2VError(f"no account for {email.strip().lower()}")
+    return row["id"]
+
+
+@group_admin.command("set-password")
+@DB_OPTION
+@click.option("--email", required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def set_password(db_url, email, password_stdin):
+    """Set an account's password (it forgot it) and log out its browser sessions."""
+    from zero2vllm.group import auth
+
+    password = _read_password(password_stdin)
     with _connect(db_url) as conn:
-        if conn.execute("SELECT 1 FROM account WHERE email = %s", (email.strip().lower(),)).fetchone():
-            raise Z2VError(f"an account for {email.strip().lower()} exists already")
-        account_id = auth.create_account(conn, email, name or email.split("@")[0], "admin", password)
-    click.echo(f"admin {email.strip().lower()} made (account {account_id}); log in at /group/login")
+        account_id = _account_id(conn, email)
+        conn.execute("UPDATE account SET password_hash = %s WHERE id = %s",
+                     (auth.hash_password(password), account_id))
+        conn.execute("DELETE FROM web_session WHERE account_id = %s", (account_id,))
+    click.echo(f"password of {email.strip().lower()} set; its browser sessions are logged out")
+
+
+@group_admin.command("disable")
+@DB_OPTION
+@click.option("--email", required=True)
+@click.option("--enable", is_flag=True, help="Let a disabled account in again.")
+def disable(db_url, email, enable):
+    """Shut an account out (its logins, sessions and API tokens stop working); --enable undoes it."""
+    with _connect(db_url) as conn:
+        account_id = _account_id(conn, email)
+        conn.execute("UPDATE account SET disabled = %s WHERE id = %s", (not enable, account_id))
+        if not enable:
+            conn.execute("DELETE FROM web_session WHERE account_id = %s", (account_id,))
+    click.echo(f"{email.strip().lower()} {'enabled' if enable else 'disabled'}")
 
 
 @group_admin.command("invite")
