@@ -175,8 +175,10 @@ def test_posts_without_the_csrf_token_are_refused(app, people, pg_url):
                                                 "csrf_token": csrf_of(other, "/group/settings")}).status_code == 403
     assert client.post("/group/logout").status_code == 403
     assert rows(pg_url, "SELECT share_notes FROM account WHERE id = %s", people["learner"]) == [{"share_notes": False}]
-    assert client.post("/group/settings", data={"share_notes": "on",
-                                                "csrf_token": csrf_of(client, "/group/settings")}).status_code == 200
+    saved = client.post("/group/settings", data={"share_notes": "on", "csrf_token": csrf_of(client, "/group/settings")})
+    assert saved.status_code == 200
+    assert re.search(r'name="share_notes"\s+checked', saved.get_data(as_text=True))  # the page shows what was stored
+    assert not re.search(r'name="on_board"\s+checked', saved.get_data(as_text=True))
     assert rows(pg_url, "SELECT share_notes, on_board FROM account WHERE id = %s",
                 people["learner"]) == [{"share_notes": True, "on_board": False}]
 
