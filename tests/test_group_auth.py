@@ -615,3 +615,12 @@ def test_group_admin_set_password_and_disable(app, people, pg_url):
     assert app.test_client().get("/api/v1/me", headers=bearer(token)).status_code == 200
     missing = z2v("group-admin", "disable", "--db", pg_url, "--email", "nobody@example.org")
     assert missing.exit_code == 2 and "no account" in missing.output
+
+
+def test_times_on_pages_are_utc_whatever_the_session_zone():
+    from datetime import datetime, timedelta, timezone
+
+    from zero2vllm.group.accounts import utc
+
+    assert utc(datetime(2026, 1, 1, 5, 30, tzinfo=timezone(timedelta(hours=2)))) == "2026-01-01 03:30 UTC"
+    assert utc(None) == ""

@@ -4,6 +4,7 @@ list or revoke its tokens."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, g, jsonify, redirect, render_template, request, url_for
@@ -14,6 +15,12 @@ from zero2vllm.group import auth, invites, sessions
 bp = Blueprint("accounts", __name__)
 HOME = "/group/"
 MAX_NAME = 200
+
+
+@bp.app_template_filter("utc")
+def utc(when: datetime | None, fmt: str = "%Y-%m-%d %H:%M UTC") -> str:
+    """A timestamptz as UTC text, whatever the database session's TimeZone."""
+    return when.astimezone(timezone.utc).strftime(fmt) if when else ""
 
 
 def safe_next(target: str | None) -> str:
