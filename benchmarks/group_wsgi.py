@@ -11,6 +11,8 @@ processes so the client is not held back by one GIL) for --seconds per endpoint:
 
     PYTHONPATH=src python benchmarks/group_wsgi.py [--db URL] [--clients 20] [--seconds 8]
         [--rounds 2] [--markdown]
+
+Needs gunicorn beside the group extra (`pip install gunicorn`); the server itself does not.
 """
 
 from __future__ import annotations
