@@ -35,6 +35,15 @@ def _connect(db_url):
         raise Z2VError(f"the group database refused: {str(exc).strip().splitlines()[0]}") from None
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 @click.command("group")
 @DB_OPTION
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -70,6 +79,10 @@ def serve_group(db_url, host, port, secret_file, threads, trusted_proxies, cooki
         httpd = server.Server(app, host, port, threads=threads)
     except OSError as exc:
         raise Z2VError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; try another --port") from None
+    if trusted_proxies == 0 and not _loopback(host):
+        click.echo(f"Warning: {host} is reachable from other machines over plain http; put a TLS "
+                   "reverse proxy in front (and pass --trusted-proxies 1), or passwords and tokens "
+                   "cross the network in the clear.", err=True)
     click.echo(f"group server on {httpd.url}group/  (waitress, {threads} threads; Ctrl-C stops it)", err=True)
     try:
         httpd.run()
