@@ -29,6 +29,8 @@ COMMANDS = {
     # instruments, real vLLM, the engine, servers
     "bench": "bench", "compare": "compare", "profile": "profile",
     "vllm": "vllm", "engine": "engine", "serve": "serve",
+    # a group server (commands/group.py)
+    "group": "group", "sync": "group",
 }
 
 
