@@ -39,15 +39,14 @@ def _insert_changes(conn, learner_id: int, changes: list[dict]) -> list[dict]:
     duplicates, or another learner's)."""
     if not changes:
         return []
-    cols = list(zip(*[(ch["id"], ch["entity"], ch["key"], ch["version"], ch["device"], ch["deleted"],
-                       None if ch["row"] is None else json.dumps(ch["row"])) for ch in changes]))
+    # one JSON parameter: PostgreSQL parses it faster than psycopg escapes thousands of array items
     rows = conn.execute(
         "INSERT INTO change_log (change_id, learner_id, entity, key, version, device, deleted, row)"
-        " SELECT c.id, %s, c.entity, c.key, c.version, c.device, c.deleted, c.row::jsonb"
-        " FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bool[], %s::text[])"
-        " WITH ORDINALITY AS c(id, entity, key, version, device, deleted, row, ord)"
+        " SELECT c.id, %s, c.entity, c.key, c.version, c.device, c.deleted, c.row"
+        " FROM jsonb_to_recordset(%s::jsonb) AS c(id text, entity text, key text, version bigint,"
+        " device text, deleted boolean, row jsonb, ord int)"
         " ORDER BY c.ord ON CONFLICT (change_id) DO NOTHING RETURNING change_id",
-        (learner_id, *map(list, cols))).fetchall()
+        (learner_id, json.dumps([{**ch, "ord": i} for i, ch in enumerate(changes)]))).fetchall()
     fresh = {r["change_id"] for r in rows}
     return [ch for ch in changes if ch["id"] in fresh]
 
@@ -72,16 +71,14 @@ def _apply(conn, learner_id: int, new: list[dict]) -> None:
     wins = [(old.get(k), ch) for k, ch in best.items() if k not in old or _order(ch) > _order(old[k])]
     if not wins:
         return
-    cols = list(zip(*[(ch["entity"], ch["key"], ch["version"], ch["device"], ch["id"], ch["deleted"],
-                       None if ch["row"] is None else json.dumps(ch["row"])) for _, ch in wins]))
     conn.execute(
         "INSERT INTO learner_row (learner_id, entity, key, version, device, change_id, deleted, row)"
-        " SELECT %s, c.e, c.k, c.v, c.d, c.i, c.del, c.r::jsonb"
-        " FROM unnest(%s::text[], %s::text[], %s::bigint[], %s::text[], %s::text[], %s::bool[], %s::text[])"
-        " AS c(e, k, v, d, i, del, r)"
+        " SELECT %s, c.entity, c.key, c.version, c.device, c.id, c.deleted, c.row"
+        " FROM jsonb_to_recordset(%s::jsonb) AS c(entity text, key text, version bigint, device text,"
+        " id text, deleted boolean, row jsonb)"
         " ON CONFLICT (learner_id, entity, key) DO UPDATE SET version = EXCLUDED.version,"
         " device = EXCLUDED.device, change_id = EXCLUDED.change_id, deleted = EXCLUDED.deleted, row = EXCLUDED.row",
-        (learner_id, *map(list, cols)))
+        (learner_id, json.dumps([ch for _, ch in wins])))
     _project(conn, learner_id, [(None if o is None or o["deleted"] else o["row"], ch) for o, ch in wins])
 
 
@@ -103,21 +100,21 @@ def _project(conn, learner_id: int, wins: list[tuple[dict | None, dict]]) -> Non
         if row is None:
             gone.setdefault(entity, []).append(ch["key"])
         else:
-            put.setdefault(entity, []).append(_UPSERT[entity][1](learner_id, row))
+            put.setdefault(entity, []).append(row)
     for entity, keys in gone.items():
         table, keycol = _TABLE[entity]
         conn.execute(f"DELETE FROM {table} WHERE learner_id = %s" + (f" AND {keycol} = ANY(%s)" if keycol else ""),
                      (learner_id, keys) if keycol else (learner_id,))
-    with conn.cursor() as cur:
-        for entity, rows in put.items():
-            cur.executemany(_UPSERT[entity][0], rows)
-        deltas = [(learner_id, d, s) for d, s in day_delta.items() if s]
-        if deltas:
-            cur.executemany(
-                "INSERT INTO g_day_total (learner_id, day, seconds) VALUES (%s, %s, %s) ON CONFLICT"
-                " (learner_id, day) DO UPDATE SET seconds = g_day_total.seconds + EXCLUDED.seconds", deltas)
-            conn.execute("DELETE FROM g_day_total WHERE learner_id = %s AND seconds = 0 AND day = ANY(%s::date[])",
-                         (learner_id, [d for _, d, _ in deltas]))
+    for entity, rows in put.items():
+        conn.execute(_UPSERT[entity], (learner_id, json.dumps(rows)))
+    deltas = {d: s for d, s in day_delta.items() if s}
+    if deltas:
+        conn.execute(
+            "INSERT INTO g_day_total (learner_id, day, seconds) SELECT %s, d.key::date, d.value::bigint"
+            " FROM jsonb_each_text(%s::jsonb) AS d ON CONFLICT (learner_id, day)"
+            " DO UPDATE SET seconds = g_day_total.seconds + EXCLUDED.seconds", (learner_id, json.dumps(deltas)))
+        conn.execute("DELETE FROM g_day_total WHERE learner_id = %s AND seconds = 0 AND day = ANY(%s::date[])",
+                     (learner_id, list(deltas)))
     conn.execute(
         "INSERT INTO g_activity (learner_id, last_change_at, last_day) VALUES (%s, now(),"
         " (SELECT MAX(day) FROM g_time_entry WHERE learner_id = %s)) ON CONFLICT (learner_id) DO UPDATE"
@@ -126,33 +123,27 @@ def _project(conn, learner_id: int, wins: list[tuple[dict | None, dict]]) -> Non
 
 _TABLE = {"time_entry": ("g_time_entry", "uid"), "item_state": ("g_item_state", "item_id"),
           "note": ("g_note", "item_id"), "lab_run": ("g_lab_run", "uid"), "plan": ("g_plan", None)}
-_UPSERT = {
-    "time_entry": (
-        "INSERT INTO g_time_entry (learner_id, uid, item_id, day, seconds, note, source)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (learner_id, uid) DO UPDATE SET"
-        " item_id = EXCLUDED.item_id, day = EXCLUDED.day, seconds = EXCLUDED.seconds,"
-        " note = EXCLUDED.note, source = EXCLUDED.source",
-        lambda lid, r: (lid, r["uid"], r["item_id"], r["day"], r["seconds"], r["note"], r["source"])),
-    "item_state": (
-        "INSERT INTO g_item_state (learner_id, item_id, status, updated_at) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (learner_id, item_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
-        lambda lid, r: (lid, r["item_id"], r["status"], r["updated_at"])),
-    "note": (
-        "INSERT INTO g_note (learner_id, item_id, text, updated_at) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (learner_id, item_id) DO UPDATE SET text = EXCLUDED.text, updated_at = EXCLUDED.updated_at",
-        lambda lid, r: (lid, r["item_id"], r["text"], r["updated_at"])),
-    "lab_run": (
-        "INSERT INTO g_lab_run (learner_id, uid, lab, kind, at, passed, criteria, metrics)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb) ON CONFLICT (learner_id, uid) DO UPDATE SET"
-        " lab = EXCLUDED.lab, kind = EXCLUDED.kind, at = EXCLUDED.at, passed = EXCLUDED.passed,"
-        " criteria = EXCLUDED.criteria, metrics = EXCLUDED.metrics",
-        lambda lid, r: (lid, r["uid"], r["lab"], r["kind"], r["at"], r["passed"], json.dumps(r["criteria"]),
-                        json.dumps(r["metrics"]))),
-    "plan": (
-        "INSERT INTO g_plan (learner_id, source_text, start_date) VALUES (%s, %s, %s)"
-        " ON CONFLICT (learner_id) DO UPDATE SET source_text = EXCLUDED.source_text, start_date = EXCLUDED.start_date",
-        lambda lid, r: (lid, r["source_text"], r["start_date"])),
+# entity -> the projection's columns (from the row, with their SQL types) and its conflict key
+_PROJECTED = {
+    "time_entry": ("uid text, item_id text, day date, seconds int, note text, source text", "learner_id, uid"),
+    "item_state": ("item_id text, status text, updated_at text", "learner_id, item_id"),
+    "note": ("item_id text, text text, updated_at text", "learner_id, item_id"),
+    "lab_run": ("uid text, lab text, kind text, at text, passed boolean, criteria jsonb, metrics jsonb",
+                "learner_id, uid"),
+    "plan": ("source_text text, start_date text", "learner_id"),
 }
+
+
+def _upsert_sql(entity: str) -> str:
+    table = _TABLE[entity][0]
+    typed, conflict = _PROJECTED[entity]
+    names = [c.split()[0] for c in typed.split(", ")]
+    updates = ", ".join(f"{n} = EXCLUDED.{n}" for n in names if n not in conflict.split(", "))
+    return (f"INSERT INTO {table} (learner_id, {', '.join(names)}) SELECT %s, {', '.join('r.' + n for n in names)}"
+            f" FROM jsonb_to_recordset(%s::jsonb) AS r({typed}) ON CONFLICT ({conflict}) DO UPDATE SET {updates}")
+
+
+_UPSERT = {entity: _upsert_sql(entity) for entity in _PROJECTED}
 
 
 def pull(conn, learner_id: int, after, limit) -> dict:
