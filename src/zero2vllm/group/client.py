@@ -63,11 +63,12 @@ def normalise_url(url: str) -> str:
 
 # -- HTTP -----------------------------------------------------------------------------------------
 class Client:
-    def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT_S):
-        self.url, self.token, self.timeout = normalise_url(url), token, timeout
+    def __init__(self, url: str, token: str | None = None, timeout: float = TIMEOUT_S, retries: int = RETRIES):
+        self.url, self.token, self.timeout, self.retries = normalise_url(url), token, timeout, retries
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None,
-                retries: int = RETRIES) -> dict:
+                retries: int | None = None) -> dict:
+        retries = retries or self.retries
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         headers = {"Accept": "application/json", "User-Agent": "z2v-sync"}
