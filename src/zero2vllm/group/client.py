@@ -4,9 +4,9 @@ server URL and token are kept, and `sync` (push then pull, docs/group.md "The cl
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -86,7 +86,7 @@ class Client:
                     time.sleep(0.5 * (attempt + 1))
                     continue
                 raise GroupError(self._refusal(exc)) from None
-            except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
+            except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:  # a cut-off answer too
                 if attempt + 1 < retries:
                     time.sleep(0.5 * (attempt + 1))
                     continue
