@@ -274,3 +274,22 @@ def test_status_never_imports_the_group_code(tmp_path):
         assert "zero2vllm.tracker.store" in imported
         assert not [m for m in imported if m.startswith("zero2vllm.group")]
         assert not {"psycopg", "flask", "argon2"} & {m.split(".")[0] for m in imported}
+
+
+def test_a_bad_pull_answer_is_one_line_and_applies_nothing(tmp_path):
+    from flask import Flask, jsonify
+
+    from zero2vllm.group.client import GroupError
+
+    bad = Flask("bad_server")
+    change = {"id": "a" * 32, "entity": "note", "key": "w1.x", "version": 5, "device": "b" * 32, "deleted": False,
+              "row": {"item_id": "w1.x", "text": "t", "updated_at": "x"}, "seq": 1}
+
+    @bad.get("/api/v1/sync/pull")
+    def pull():
+        return jsonify(changes=[change, {**change, "id": "c" * 32, "entity": "timer", "seq": 2}], next=2, more=False)
+
+    store = Store.open(tmp_path / "a.db")
+    with served(bad) as url, pytest.raises(GroupError, match="cannot apply .*entity must be"):
+        sync(store, {"url": url, "token": "t", "learner": {"id": 1}})
+    assert store.note("w1.x") is None and syncstore.state(store.conn)["pull_cursor"] == 0

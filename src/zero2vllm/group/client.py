@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from zero2vllm.group.sync_check import check_change
 from zero2vllm.tracker import syncstore
 
 CONFIG_NAME = "group.json"
@@ -147,6 +148,11 @@ def sync(store, config: dict, *, batch: int = BATCH, client: Client | None = Non
         changes = answer.get("changes")
         if not isinstance(changes, list) or not isinstance(answer.get("next"), int):
             raise GroupError(f"{client.url} answered the pull with something unexpected")
+        for ch in changes:  # what the server sent must apply here: checked as strictly as a push
+            try:
+                check_change({k: v for k, v in ch.items() if k != "seq"} if isinstance(ch, dict) else ch)
+            except ValueError as exc:
+                raise GroupError(f"{client.url} sent a change this store cannot apply ({exc}); nothing was applied")
         out["pulled"] += len(changes)
         out["applied"] += syncstore.apply_pulled(store, changes, answer["next"])
         if not answer.get("more") or not changes:
