@@ -89,17 +89,16 @@ def _check_json(value, what: str, depth: int = 0) -> None:
             _check_json(item, what, depth + 1)
 
 
+_TYPES = {"text": str, "bool": bool, "int": int, "real": (int, float), "list": list, "dict": dict}
+
+
 def _check_column(entity: str, name: str, kind: str, value) -> None:
     what = f"row.{name}"
     if value is None:
         if name not in NULLABLE:
             raise ValueError(f"{what} may not be null")
         return
-    ok = {"text": isinstance(value, str), "bool": isinstance(value, bool),
-          "int": isinstance(value, int) and not isinstance(value, bool),
-          "real": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "list": isinstance(value, list), "dict": isinstance(value, dict)}[kind]
-    if not ok:
+    if not isinstance(value, _TYPES[kind]) or (isinstance(value, bool) and kind in ("int", "real")):
         raise ValueError(f"{what} must be {'a ' if kind != 'int' else 'an '}{kind}, not {type(value).__name__}")
     _check_json(value, what)
     if kind in ("int", "real") and isinstance(value, int) and abs(value) >= 2 ** 63:  # SQLite's range
