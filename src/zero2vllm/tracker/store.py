@@ -629,12 +629,12 @@ class Store:
                 if kind == "delete_entry":
                     self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["id"],))
                 elif kind == "entry":  # an edited or deleted entry: its old row, same id and uid
-                    row = {"uid": None, **op["row"]}  # journalled before uids: a new one
-                    self.conn.execute("DELETE FROM time_entry WHERE id = ? OR uid = ?", (row["id"], row["uid"]))
+                    old = {"uid": None, **op["row"]}  # journalled before uids: a new one
+                    self.conn.execute("DELETE FROM time_entry WHERE id = ? OR uid = ?", (old["id"], old["uid"]))
                     self.conn.execute(
                         "INSERT INTO time_entry (id, item_id, day, seconds, started_at, ended_at, note, "
                         "source, created_at, uid) VALUES (:id, :item_id, :day, :seconds, :started_at, "
-                        ":ended_at, :note, :source, :created_at, :uid)", row)
+                        ":ended_at, :note, :source, :created_at, :uid)", old)
                 elif kind == "state":
                     self._restore_state(op["item_id"], op["row"])
                 elif kind == "timer":
