@@ -148,14 +148,17 @@ def sync(store, config: dict, *, batch: int = BATCH, client: Client | None = Non
         changes = answer.get("changes")
         if not isinstance(changes, list) or not isinstance(answer.get("next"), int):
             raise GroupError(f"{client.url} answered the pull with something unexpected")
+        mine = syncstore.known_ids(store.conn, [ch.get("id") for ch in changes if isinstance(ch, dict)])
+        pulled = len(changes)
+        changes = [ch for ch in changes if not (isinstance(ch, dict) and ch.get("id") in mine)]  # our own, back
         for ch in changes:  # what the server sent must apply here: checked as strictly as a push
             try:
                 check_change({k: v for k, v in ch.items() if k != "seq"} if isinstance(ch, dict) else ch)
             except ValueError as exc:
                 raise GroupError(f"{client.url} sent a change this store cannot apply ({exc}); nothing was applied")
-        out["pulled"] += len(changes)
+        out["pulled"] += pulled
         out["applied"] += syncstore.apply_pulled(store, changes, answer["next"])
-        if not answer.get("more") or not changes:
+        if not answer.get("more") or not pulled:
             break
     syncstore.mark_synced(store, now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     return out

@@ -166,6 +166,17 @@ def total(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT COUNT(*) FROM sync_change").fetchone()[0]
 
 
+def known_ids(conn: sqlite3.Connection, ids: list) -> set[str]:
+    """Which of these change ids this store wrote itself."""
+    ids = [i for i in ids if isinstance(i, str)]
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):  # under SQLite's limit on parameters
+        part = ids[start:start + 500]
+        found.update(r[0] for r in conn.execute(
+            f"SELECT change_id FROM sync_change WHERE change_id IN ({','.join('?' * len(part))})", part))
+    return found
+
+
 def bind_server(store, server: str) -> None:
     """The marks are for one server and learner: another one starts from the beginning (a push
     of everything, counted as duplicates where the server has it already)."""
