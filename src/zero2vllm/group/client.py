@@ -139,7 +139,7 @@ def sync(store, config: dict, *, batch: int = BATCH, client: Client | None = Non
         if not changes:
             break
         answer = client.push(device, changes)
-        syncstore.mark_pushed(store, last)
+        syncstore.mark_pushed(store, last, answer.get("previous"), answer.get("cursor"))
         out["pushed"] += int(answer.get("accepted", 0))
         out["duplicates"] += int(answer.get("duplicates", 0))
     while True:

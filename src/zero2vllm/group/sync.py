@@ -18,6 +18,7 @@ def push(conn, learner_id: int, raw: bytes) -> dict:
     changes, repeated = validate(body["changes"])
     with conn.transaction():  # a savepoint: a 409 below undoes everything of this push
         conn.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", (_LOCK, learner_id))
+        previous = _last_seq(conn, learner_id)
         new = _insert_changes(conn, learner_id, changes)
         if len(new) < len(changes):
             fresh = {ch["id"] for ch in new}
@@ -29,9 +30,16 @@ def push(conn, learner_id: int, raw: bytes) -> dict:
                                      "nothing of this push was stored")
         if new:
             _apply(conn, learner_id, new)
-        cursor = conn.execute("SELECT COALESCE(MAX(seq), 0) AS s FROM change_log WHERE learner_id = %s",
-                              (learner_id,)).fetchone()["s"]
-    return {"accepted": len(new), "duplicates": len(changes) - len(new) + repeated, "cursor": cursor}
+        cursor = _last_seq(conn, learner_id) if new else previous
+    # previous: this learner's last seq before the push; a client whose pull cursor is there may
+    # move it to cursor at once (everything in between is this push, which it has)
+    return {"accepted": len(new), "duplicates": len(changes) - len(new) + repeated, "cursor": cursor,
+            "previous": previous}
+
+
+def _last_seq(conn, learner_id: int) -> int:
+    return conn.execute("SELECT COALESCE(MAX(seq), 0) AS s FROM change_log WHERE learner_id = %s",
+                        (learner_id,)).fetchone()["s"]
 
 
 def _insert_changes(conn, learner_id: int, changes: list[dict]) -> list[dict]:

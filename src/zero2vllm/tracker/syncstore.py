@@ -197,9 +197,13 @@ def pending(conn: sqlite3.Connection, limit: int) -> tuple[list[dict], int]:
     return changes, (rows[-1]["seq"] if rows else 0)
 
 
-def mark_pushed(store, seq: int) -> None:
+def mark_pushed(store, seq: int, previous: int | None = None, cursor: int | None = None) -> None:
+    """Move the pushed mark to `seq`; and the pull cursor from `previous` to `cursor` when it
+    stood at `previous` (the server's last seq before this push: what lies between is ours)."""
     with store.transaction() as c:
         c.execute("UPDATE sync_state SET pushed_seq = MAX(pushed_seq, ?)", (seq,))
+        if isinstance(previous, int) and isinstance(cursor, int) and cursor >= previous:
+            c.execute("UPDATE sync_state SET pull_cursor = ? WHERE pull_cursor = ?", (cursor, previous))
 
 
 def mark_synced(store, at: str) -> None:
