@@ -55,6 +55,7 @@ def test_two_stores_of_one_learner_converge_and_the_server_agrees(server, tmp_pa
 
     first = sync(a, cfg)
     assert first["pushed"] == syncstore.total(a.conn) and first["duplicates"] == 0
+    assert first["pulled"] == 0  # its own changes do not come back to it
     sync(b, cfg)
     sync(a, cfg)
     rows_a, rows_b = local_rows(a), local_rows(b)
