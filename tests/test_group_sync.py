@@ -259,6 +259,8 @@ def test_join_gets_a_token_and_keeps_it_private(home, z2v):
         assert stat.S_IMODE(os.stat(home / "group.json").st_mode) == 0o600
         bad = z2v("group", "join", url, "--email", "kim@example.org", "--password-stdin", input="nope\n", expect=2)
         assert "wrong e-mail or password" in bad.output and "Traceback" not in bad.output
+        assert set(got[1]) == {"email", "password", "name"} and got[1]["password"] == "nope"
+        assert json.loads((home / "group.json").read_text())["token"] == "z2v_abc"  # kept as it was
     assert "not a server URL" in z2v("group", "join", "ftp://x", "--email", "a@b", "--password-stdin",
                                      input="p\n", expect=2).output
 
