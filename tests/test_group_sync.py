@@ -296,3 +296,34 @@ def test_a_bad_pull_answer_is_one_line_and_applies_nothing(tmp_path):
     with served(bad) as url, pytest.raises(GroupError, match="cannot apply .*entity must be"):
         sync(store, {"url": url, "token": "t", "learner": {"id": 1}})
     assert store.note("w1.x") is None and syncstore.state(store.conn)["pull_cursor"] == 0
+
+
+def test_a_store_from_before_sync_sends_what_it_already_held(server, tmp_path):
+    lid, cfg = config_for(server, "lee@example.org")
+    old = Store.open(tmp_path / "old.db", migrate_to=6)
+    old.set_plan("WEEK 1: A\nRead: x\n", "old.txt")
+    entry = old.log_time("w1.x", "2026-11-30", 600, "log")
+    old.edit_entry(entry, "edit", note="before uids")
+    old.add_lab_run("transformer", True, metrics={"val_loss": 1.5})
+    old.close()
+    store = Store.open(tmp_path / "old.db")  # migration 7: uids and a change for every row held
+    uid = store.entries()[0].uid
+    assert uid and syncstore.state(store.conn)["pending"] == 4  # plan, state, entry, run
+    store.undo_last()  # the edit journalled before uids: the entry keeps its uid
+    assert store.entries()[0].uid == uid
+    sync(store, cfg)
+    rows = server_rows(server["db"], lid)
+    assert rows == local_rows(store)
+    assert rows[("time_entry", uid)]["note"] is None and store.count_entries() == 1
+
+
+def test_cli_sync_with_a_revoked_token_is_one_line(server, home, z2v):
+    from zero2vllm.group import db
+    from zero2vllm.group.client import save_config
+
+    _, cfg = config_for(server, "max@example.org")
+    save_config(home, cfg)
+    with db.connect(server["db"]) as conn:
+        conn.execute("UPDATE api_token SET revoked_at = now()")
+    res = z2v("sync", expect=2)
+    assert "refused the token" in res.output and "z2v group join" in res.output and "Traceback" not in res.output

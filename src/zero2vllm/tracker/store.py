@@ -629,7 +629,10 @@ class Store:
                 if kind == "delete_entry":
                     self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["id"],))
                 elif kind == "entry":  # an edited or deleted entry: its old row, same id and uid
-                    old = {"uid": None, **op["row"]}  # journalled before uids: a new one
+                    old = dict(op["row"])
+                    if old.get("uid") is None:  # journalled before uids: keep the entry's uid, if here
+                        here = self.conn.execute("SELECT uid FROM time_entry WHERE id = ?", (old["id"],)).fetchone()
+                        old["uid"] = here[0] if here else None
                     self.conn.execute("DELETE FROM time_entry WHERE id = ? OR uid = ?", (old["id"], old["uid"]))
                     self.conn.execute(
                         "INSERT INTO time_entry (id, item_id, day, seconds, started_at, ended_at, note, "
