@@ -81,7 +81,10 @@ class Client:
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method=method)
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
+                    answer = json.loads(resp.read().decode("utf-8"))
+                if not isinstance(answer, dict):
+                    raise ValueError("not an object")
+                return answer
             except urllib.error.HTTPError as exc:
                 if exc.code in (502, 503, 504) and attempt + 1 < retries:
                     time.sleep(0.5 * (attempt + 1))
@@ -95,7 +98,7 @@ class Client:
                 raise GroupError(f"cannot reach the group server {self.url} ({reason}); "
                                  "check the URL and your network, then run it again") from None
             except ValueError:
-                raise GroupError(f"{self.url} answered {path} with something that is not JSON; "
+                raise GroupError(f"{self.url} answered {path} with something that is not a JSON object; "
                                  "is it a zero2vllm group server?") from None
         raise AssertionError("unreachable")
 
