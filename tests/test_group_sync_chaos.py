@@ -104,6 +104,7 @@ def killed_client_sync(path, config, rng) -> bool:
     return proc.stdout.read().strip() != "done"
 
 
+@pytest.mark.slow
 def test_one_hundred_rounds_of_interrupted_syncs_lose_and_duplicate_nothing(pg_url, tmp_path):
     seed = int(os.environ.get("Z2V_CHAOS_SEED") or random.randrange(1 << 30))
     rounds = int(os.environ.get("Z2V_CHAOS_ROUNDS") or 100)
