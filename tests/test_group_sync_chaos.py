@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 
+import pytest
 
 from zero2vllm.group.client import Client, GroupError, sync
 from zero2vllm.tracker import syncstore
