@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from zero2vllm.tracker import syncstore
+
 MIGRATIONS: list[str] = [
     # 1: the plan, per-item state, time entries, the running timer, notes, the undo journal.
     """
@@ -142,6 +144,9 @@ MIGRATIONS: list[str] = [
     ALTER TABLE lab_run ADD COLUMN refused TEXT;
     ALTER TABLE lab_run ADD COLUMN isolation TEXT;
     """,
+    # 7: sync with a group server (tracker/syncstore.py): uids for time entries, lab runs and
+    #    reviews; a change log written by triggers in the same transaction as every change.
+    syncstore.MIGRATION_7,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -213,6 +218,7 @@ class TimeEntry:
     note: str | None
     source: str
     created_at: str
+    uid: str | None = None  # stable across machines (sync); None only before the insert
 
 
 @dataclass
@@ -286,9 +292,8 @@ class Store:
         with self.transaction():
             current = self.schema_version  # another process may have migrated meanwhile
             for number in range(current + 1, target + 1):
-                for statement in MIGRATIONS[number - 1].split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                for statement in _statements(MIGRATIONS[number - 1]):
+                    self.conn.execute(statement)
                 self.conn.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
@@ -322,10 +327,13 @@ class Store:
         """Store the bundled plan on first use, once: the check and the insert are one
         transaction, so four first commands at once import it once. Not journalled (there is
         nothing for undo to go back to). True if this call stored it."""
-        with self.transaction():
+        with self.transaction() as c:
             if self.get_plan() is not None:
                 return False
+            # a default, not a choice: any plan pulled from another machine wins over it
+            c.execute("UPDATE sync_state SET applying = 2")
             self.set_plan(text, name)
+            c.execute("UPDATE sync_state SET applying = 0")
             return True
 
     def set_start_date(self, day: str, summary: str | None = None) -> None:
@@ -458,12 +466,15 @@ class Store:
         return {r[0]: r[1] for r in self.conn.execute("SELECT item_id, text FROM note")}
 
     def _set_note(self, item_id: str, text: str | None) -> None:
-        self.conn.execute("DELETE FROM note WHERE item_id = ?", (item_id,))
-        if text is not None:
-            self.conn.execute(
-                "INSERT INTO note (item_id, text, updated_at) VALUES (?, ?, ?)",
-                (item_id, text, iso(utcnow())),
-            )
+        if text is None:
+            self.conn.execute("DELETE FROM note WHERE item_id = ?", (item_id,))
+            return
+        # an upsert, not delete + insert: one synced change per edit
+        self.conn.execute(
+            "INSERT INTO note (item_id, text, updated_at) VALUES (?, ?, ?) ON CONFLICT (item_id)"
+            " DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+            (item_id, text, iso(utcnow())),
+        )
 
     # -- journalled changes (what the CLI and the dashboard call) --------------------------------
     def _journal(self, action: str, item_id: str | None, summary: str, undo: list[dict]) -> None:
@@ -617,11 +628,16 @@ class Store:
                 kind = op["op"]
                 if kind == "delete_entry":
                     self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["id"],))
-                elif kind == "entry":  # an edited or deleted entry: its old row, same id
-                    self.conn.execute("DELETE FROM time_entry WHERE id = ?", (op["row"]["id"],))
+                elif kind == "entry":  # an edited or deleted entry: its old row, same id and uid
+                    old = dict(op["row"])
+                    if old.get("uid") is None:  # journalled before uids: keep the entry's uid, if here
+                        here = self.conn.execute("SELECT uid FROM time_entry WHERE id = ?", (old["id"],)).fetchone()
+                        old["uid"] = here[0] if here else None
+                    self.conn.execute("DELETE FROM time_entry WHERE id = ? OR uid = ?", (old["id"], old["uid"]))
                     self.conn.execute(
-                        "INSERT INTO time_entry VALUES (:id, :item_id, :day, :seconds, :started_at, "
-                        ":ended_at, :note, :source, :created_at)", op["row"])
+                        "INSERT INTO time_entry (id, item_id, day, seconds, started_at, ended_at, note, "
+                        "source, created_at, uid) VALUES (:id, :item_id, :day, :seconds, :started_at, "
+                        ":ended_at, :note, :source, :created_at, :uid)", old)
                 elif kind == "state":
                     self._restore_state(op["item_id"], op["row"])
                 elif kind == "timer":
@@ -749,10 +765,11 @@ class Store:
 
     # -- export/import/backup (zero2vllm.commands.data) -----------------------------------------
     def table_names(self) -> list[str]:
+        """The tables of the learner's data; sync bookkeeping (one machine's marks) is left out."""
         rows = self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
         )
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if r[0] not in syncstore.SYNC_TABLES]
 
     def table_columns(self, table: str) -> list[str]:
         return [r[1] for r in self.conn.execute(f'PRAGMA table_info("{table}")')]
@@ -824,6 +841,19 @@ class Store:
             return ok, {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
         finally:
             conn.close()
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration; a trigger's body holds semicolons of its own."""
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending
+            pending = ""
+    if pending.strip(" \n;"):
+        yield pending
 
 
 def _timer_row(timer: Timer | None) -> dict | None:
