@@ -8,6 +8,8 @@ see every learner, and a learner's notes only when they share them.
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, abort, g, render_template, request
 
 from zero2vllm.group import auth, charts, views
@@ -19,11 +21,9 @@ MAX_DAYS = 3650
 
 def _days_param() -> int:
     raw = request.args.get("days", "3")
-    try:
-        days = int(raw)
-    except ValueError:
-        days = 0
-    if not 1 <= days <= MAX_DAYS or not raw.strip().isdigit():
+    # ASCII digits only: int() would also take " 7", "+7", "7_0" and other scripts' digits
+    days = int(raw) if re.fullmatch(r"[0-9]{1,6}", raw) else 0
+    if not 1 <= days <= MAX_DAYS:
         abort(400, description=f"days must be a whole number from 1 to {MAX_DAYS} "
                                f"(got {raw[:20]!r}), e.g. ?days=7")
     return days
