@@ -29,6 +29,8 @@ COMMANDS = {
     # instruments, real vLLM, the engine, servers
     "bench": "bench", "compare": "compare", "profile": "profile",
     "vllm": "vllm", "engine": "engine", "serve": "serve",
+    # the group server's accounts (commands/group_server.py)
+    "group-admin": "group_server",
 }
 
 

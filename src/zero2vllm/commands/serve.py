@@ -12,12 +12,12 @@ import click
 from zero2vllm.commands._app import LazyGroup, Z2VError
 
 SUBCOMMANDS = {"naive": "serve:SERVE_COMMANDS", "engine": "engine:SERVE_COMMANDS",
-               "dashboard": "dashboard:SERVE_COMMANDS"}
+               "dashboard": "dashboard:SERVE_COMMANDS", "group": "group_server:SERVE_COMMANDS"}
 
 
 @click.group(cls=LazyGroup, table=SUBCOMMANDS)
 def serve() -> None:
-    """Serve over HTTP: naive (the week-2 Flask baseline), engine (the mini vLLM), dashboard."""
+    """Serve over HTTP: naive (the week-2 Flask baseline), engine (the mini vLLM), dashboard, group."""
 
 
 @click.command("naive")

@@ -1,7 +1,8 @@
-"""Accounts and credentials: argon2 password hashes, API tokens stored as sha256 hashes.
+"""Accounts and credentials: argon2 password hashes, API tokens stored as sha256 hashes, and the
+role checks every view uses (`require_token` for the API, `require_login` for pages,
+`can_see_learner` / `can_see_notes` for what one account may read of another's).
 
-(The lead's skeleton: the helper owning accounts extends this with invites, web sessions, CSRF,
-login rate limits and role checks.)
+Web sessions, CSRF and login rate limits are in `sessions.py`; invites in `invites.py`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from flask import abort, g, request
+from flask import abort, g, redirect, request, url_for
 
 ROLES = ("admin", "mentor", "learner")
+STAFF = ("admin", "mentor")  # they see every learner's progress
 TOKEN_PREFIX = "z2v_"
-_hasher = PasswordHasher()
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+_hasher = PasswordHasher()  # argon2id with the library's current defaults
+# Verified against when an email is unknown, so a wrong email takes as long as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 
 
 def hash_password(password: str) -> str:
@@ -30,6 +35,17 @@ def verify_password(stored: str, password: str) -> bool:
         return False
 
 
+def password_problem(password) -> str | None:
+    """Why PASSWORD cannot be used, or None."""
+    if not isinstance(password, str):
+        return "the password must be a string"
+    if len(password) < MIN_PASSWORD:
+        return f"the password must have at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"the password must have at most {MAX_PASSWORD} characters"
+    return None
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -41,6 +57,16 @@ def create_account(conn, email: str, name: str, role: str, password: str) -> int
         "INSERT INTO account (email, name, role, password_hash) VALUES (%s, %s, %s, %s) RETURNING id",
         (email.strip().lower(), name, role, hash_password(password))).fetchone()
     return row["id"]
+
+
+def check_password(conn, email: str, password: str) -> dict | None:
+    """The live account with this email and password, or None (in the same time either way)."""
+    row = conn.execute("SELECT * FROM account WHERE email = %s AND NOT disabled",
+                       (email.strip().lower(),)).fetchone()
+    if row is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    return row if verify_password(row["password_hash"], password) else None
 
 
 def issue_token(conn, account_id: int, name: str) -> str:
@@ -62,8 +88,14 @@ def token_account(conn, token: str) -> dict | None:
     return row
 
 
+def public(account: dict) -> dict:
+    """What the API shows of an account (never its password hash)."""
+    return {k: account[k] for k in ("id", "email", "name", "role", "share_notes", "on_board")}
+
+
 def require_token(view):
-    """API views: `Authorization: Bearer <token>` of a live token; sets g.account."""
+    """API views: `Authorization: Bearer <token>` of a live token; sets g.account. Cookies never
+    authenticate the API, which is why API views need no CSRF token."""
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         header = request.headers.get("Authorization", "")
@@ -76,3 +108,48 @@ def require_token(view):
         g.account = account
         return view(*args, **kwargs)
     return wrapped
+
+
+def require_login(*roles):
+    """Pages: the browser's session must be logged in (else a redirect to the login page, which
+    comes back here) and, when ROLES are given, have one of them (else 403); sets g.account.
+    Use as `@require_login()`, `@require_login` or `@require_login("admin", "mentor")`."""
+    if len(roles) == 1 and callable(roles[0]):
+        return require_login()(roles[0])
+    for role in roles:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            account = g.get("web_account")
+            if account is None:
+                return redirect(url_for("accounts.login", next=request.full_path.rstrip("?")))
+            if roles and account["role"] not in roles:
+                abort(403, description=f"this page is for {' or '.join(roles)} accounts")
+            g.account = account
+            return view(*args, **kwargs)
+        return wrapped
+    return decorate
+
+
+def can_see_learner(viewer: dict | None, learner_id) -> bool:
+    """A learner sees only themself; mentors and admins see every learner."""
+    if not viewer:
+        return False
+    if viewer["role"] in STAFF:
+        return True
+    try:
+        return int(viewer["id"]) == int(learner_id)
+    except (TypeError, ValueError):
+        return False
+
+
+def can_see_notes(viewer: dict | None, learner_row: dict | None) -> bool:
+    """Private notes: their owner always; mentors and admins only when the learner shares them."""
+    if not viewer or not learner_row:
+        return False
+    if int(viewer["id"]) == int(learner_row["id"]):
+        return True
+    return viewer["role"] in STAFF and bool(learner_row.get("share_notes"))
