@@ -13,7 +13,7 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
-from zero2vllm.group import auth, db  # noqa: E402
+from zero2vllm.group import auth, db, sessions  # noqa: E402
 
 PLAN = """Test Plan
 Time commitment: 6-8 hours per week
@@ -54,57 +54,9 @@ def _has_sync_migration() -> bool:
     return resources.files("zero2vllm.group").joinpath("migrations", "0002_sync.sql").is_file()
 
 
-def _install_login_stand_in(monkeypatch) -> None:
-    """Until g1's require_login/can_see_* are on this branch: the same contract, reading the
-    same web_session row the real login writes (so the tests log in the same way either way)."""
-    if hasattr(auth, "require_login"):
-        return
-    import functools
-
-    from flask import abort, g, request
-
-    def require_login(*roles):
-        def decorate(view):
-            @functools.wraps(view)
-            def wrapped(*a, **kw):
-                value = request.cookies.get(_cookie_name(), "")
-                row = g.db.execute("SELECT a.* FROM web_session s JOIN account a ON a.id = s.account_id"
-                                   " WHERE s.id_hash = %s AND s.expires_at > now()",
-                                   (auth.token_hash(value),)).fetchone()
-                if row is None:
-                    abort(401)
-                if roles and row["role"] not in roles:
-                    abort(403)
-                g.account = row
-                return view(*a, **kw)
-            return wrapped
-        return decorate
-
-    monkeypatch.setattr(auth, "require_login", require_login, raising=False)
-    monkeypatch.setattr(auth, "can_see_learner", lambda v, lid: v["role"] != "learner" or v["id"] == lid,
-                        raising=False)
-    monkeypatch.setattr(auth, "can_see_notes", lambda v, row: v["id"] == row["id"]
-                        or (v["role"] != "learner" and row["share_notes"]), raising=False)
-
-
-def _cookie_name() -> str:
-    try:
-        from zero2vllm.group import sessions
-        return sessions.SESSION_COOKIE
-    except ImportError:
-        return "z2v_group_session"
-
-
-def _fresh_app(pg_url, monkeypatch):
-    import importlib
-    import sys
-
+def _fresh_app(pg_url):
     from zero2vllm.group import app as app_module
 
-    _install_login_stand_in(monkeypatch)
-    # the blueprint binds auth's decorators when imported: import it under this test's auth
-    monkeypatch.delitem(sys.modules, "zero2vllm.group.dashboard", raising=False)
-    importlib.import_module("zero2vllm.group.dashboard")
     return app_module.create_app(pg_url, secret_key=b"k" * 32, pool_size=2, testing=True)
 
 
@@ -143,19 +95,16 @@ class Group:
                            json.dumps(metrics or {})))
 
     def login(self, client, lid):
-        value = secrets.token_urlsafe(32)
-        self.conn.execute("INSERT INTO web_session (id_hash, account_id, csrf, expires_at)"
-                          " VALUES (%s, %s, %s, now() + interval '1 day')",
-                          (auth.token_hash(value), lid, secrets.token_urlsafe(16)))
+        value = sessions.start(self.conn, lid)  # what the login page does
         self.conn.commit()
-        client.set_cookie(_cookie_name(), value)
+        client.set_cookie(sessions.SESSION_COOKIE, value)
         return client
 
 
 @pytest.fixture
 def group(pg_url, monkeypatch):
     monkeypatch.setenv("ZERO2VLLM_NOW", NOW)
-    app = _fresh_app(pg_url, monkeypatch)
+    app = _fresh_app(pg_url)
     with db.connect(pg_url) as conn:
         if not _has_sync_migration():
             conn.execute(PROJECTIONS)
