@@ -245,6 +245,18 @@ def test_learner_page_and_who_sees_notes(group):
     _get(app, G, ids["adm"], "/group/learner/999999", expect=404)
 
 
+def test_a_page_changes_as_soon_as_a_sync_or_an_account_changes(group):
+    app, G, ids = group
+    cells = lambda html: _cells(_row(html, "learners", "data-learner", ids["ann"]))
+    assert cells(_get(app, G, ids["meg"], "/group/"))[4] == "1.0 / 3"
+    G.time(ids["ann"], "2026-12-02", 5400)  # what a push writes, g_activity included
+    G.conn.commit()
+    assert cells(_get(app, G, ids["meg"], "/group/"))[4] == "2.5 / 3"
+    G.conn.execute("UPDATE account SET on_board = false WHERE id = %s", (ids["ann"],))
+    G.conn.commit()
+    assert not _row(_get(app, G, ids["meg"], "/group/board"), "board", "data-learner", ids["ann"])
+
+
 def test_names_are_escaped(group):
     app, G, ids = group
     G.conn.execute("UPDATE account SET name = %s WHERE id = %s", ("<script>x</script>", ids["ann"]))

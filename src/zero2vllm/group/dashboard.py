@@ -4,19 +4,47 @@ criteria that fail most, each learner's page and the opt-in board of lab metrics
 Who sees what (auth.py decides): everyone logged in sees the cohort's summary, the lab rates and
 the board (opt-in by definition); a learner sees only their own row and page; mentors and admins
 see every learner, and a learner's notes only when they share them.
+
+A page's body is cached under views.data_version (it changes with every sync and every account
+change), so a page is computed once per change, not once per request; the frame around it (the
+viewer's name, their CSRF token) is rendered for each request and never cached.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 
-from flask import Blueprint, abort, g, render_template, request
+from flask import Blueprint, abort, current_app, g, render_template, request
+from markupsafe import Markup
 
 from zero2vllm.group import auth, charts, views
 
 bp = Blueprint("dashboard", __name__, url_prefix="/group")
 STAFF = ("admin", "mentor")
 MAX_DAYS = 3650
+CACHE_SIZE = 512
+
+
+def _page(title: str, key: tuple, build) -> str:
+    """The page: BUILD() -> (template, context) makes its body, cached under KEY + the data's
+    version and today's date (the weeks and "inactive" move with the calendar)."""
+    # one cache per app (so per database), shared by the server's threads
+    cache, lock = current_app.extensions.setdefault("z2v_dashboard_cache", (OrderedDict(), threading.Lock()))
+    key = (*key, views.data_version(g.db), views.today())
+    with lock:
+        body = cache.get(key)
+        if body is not None:
+            cache.move_to_end(key)
+    if body is None:
+        template, context = build()
+        body = Markup(render_template(template, **context))
+        with lock:
+            cache[key] = body
+            while len(cache) > CACHE_SIZE:
+                cache.popitem(last=False)
+    return render_template("group_page.html", title=title, body=body)
 
 
 def _days_param() -> int:
@@ -40,11 +68,15 @@ def _no_other_params(*allowed: str) -> None:
 @auth.require_login()
 def cohort():
     _no_other_params()
-    data = views.cohort(g.db)
     staff = g.account["role"] in STAFF
-    rows = data["learners"] if staff else [r for r in data["learners"] if r["id"] == g.account["id"]]
-    return render_template("group_cohort.html", data=data, rows=rows, staff=staff,
-                           chart=charts.cohort_svg(rows), levels=charts.LEVEL_COLOURS)
+    me = None if staff else g.account["id"]  # a learner's page differs only by their own row
+
+    def build():
+        data = views.cohort(g.db)
+        rows = data["learners"] if staff else [r for r in data["learners"] if r["id"] == me]
+        return "group_cohort.html", dict(data=data, rows=rows, staff=staff,
+                                         chart=charts.cohort_svg(rows), levels=charts.LEVEL_COLOURS)
+    return _page("Cohort", ("cohort", me), build)
 
 
 @bp.get("/inactive")
@@ -52,19 +84,22 @@ def cohort():
 def inactive():
     _no_other_params("days")
     days = _days_param()
-    return render_template("group_inactive.html", days=days, rows=views.inactive(g.db, days),
-                           today=views.today())
+    return _page("Inactive learners", ("inactive", days), lambda: (
+        "group_inactive.html", dict(days=days, rows=views.inactive(g.db, days), today=views.today())))
 
 
 @bp.get("/labs")
 @auth.require_login()
 def labs():
     _no_other_params()
-    from zero2vllm.labs import all_labs
 
-    titles = {lab_id: lab.title for lab_id, lab in all_labs().items()}
-    return render_template("group_labs.html", rates=views.lab_rates(g.db),
-                           failing=views.failing_criteria(g.db), titles=titles)
+    def build():
+        from zero2vllm.labs import all_labs
+
+        titles = {lab_id: lab.title for lab_id, lab in all_labs().items()}
+        return "group_labs.html", dict(rates=views.lab_rates(g.db), failing=views.failing_criteria(g.db),
+                                       titles=titles)
+    return _page("Labs", ("labs",), build)
 
 
 @bp.get("/learner/<int:learner_id>")
@@ -78,13 +113,16 @@ def learner(learner_id: int):
     if person is None:
         abort(404, description="no such learner page for you")
     notes = auth.can_see_notes(g.account, person)
-    data = views.learner_page(g.db, learner_id, notes=notes)
-    return render_template("group_learner.html", person=person, data=data,
-                           chart=charts.weeks_svg(data["weeks"]), show_notes=notes)
+
+    def build():
+        data = views.learner_page(g.db, learner_id, notes=notes)
+        return "group_learner.html", dict(person=person, data=data, chart=charts.weeks_svg(data["weeks"]),
+                                          show_notes=notes)
+    return _page(person["name"], ("learner", learner_id, notes), build)
 
 
 @bp.get("/board")
 @auth.require_login()
 def board():
     _no_other_params()
-    return render_template("group_board.html", rows=views.board(g.db))
+    return _page("Board", ("board",), lambda: ("group_board.html", dict(rows=views.board(g.db))))

@@ -27,6 +27,17 @@ def today() -> date:
     return progress.local_day(progress.now())
 
 
+def data_version(conn) -> str:
+    """A stamp that changes whenever anything a page shows may have changed: the row versions
+    (xmin) of every account and every learner's g_activity row. Sync's apply rewrites a learner's
+    g_activity row in the same transaction as every change to their projections, so a page
+    cached under this stamp is never stale, and reading it costs one small query."""
+    return conn.execute(
+        "SELECT md5(coalesce((SELECT string_agg(id::text || ':' || xmin::text, ',' ORDER BY id) FROM account), '')"
+        " || '|' || coalesce((SELECT string_agg(learner_id::text || ':' || xmin::text, ',' ORDER BY learner_id)"
+        " FROM g_activity), '')) AS v").fetchone()["v"]
+
+
 # -- plans ----------------------------------------------------------------------------------------
 def _parsed(conn, learner_id: int, digest: str) -> planlib.Plan | None:
     """The parse of one plan text, cached by the text's md5 (computed by PostgreSQL, so a page

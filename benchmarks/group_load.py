@@ -1,0 +1,316 @@
+"""The group dashboard under load: 50 learners x 10,000 time entries, 20 concurrent clients.
+
+    python benchmarks/group_load.py [--db URL] [--learners 50] [--entries 10000] [--clients 20]
+                                    [--seconds 15] [--json out.json]
+
+Without --db it starts a throw-away PostgreSQL with scripts/pg.sh. The data goes in through the
+real push (`POST /api/v1/sync/push`, 5,000 changes a batch) when the server has it; otherwise
+straight into the projection tables (the output says which). The server is `z2v serve group`
+(waitress) in its own process; each page gets CLIENTS threads with keep-alive connections for
+SECONDS, and the table gives p50/p99/max latency and requests per second. Then one push of
+1,000 new time entries is timed end to end (client send to answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date, timedelta
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# The projections of docs/group.md's contract, for a branch where migration 2 is not there yet.
+PROJECTIONS = (ROOT / "tests" / "test_group_dashboard.py").read_text().split('PROJECTIONS = """')[1].split('"""')[0]
+TODAY = date.today()
+
+
+def hex32() -> str:
+    return secrets.token_hex(16)
+
+
+class Clock:
+    """The protocol's versions: increasing integers (microseconds)."""
+
+    def __init__(self):
+        self.last = 0
+
+    def __call__(self) -> int:
+        self.last = max(time.time_ns() // 1000, self.last + 1)
+        return self.last
+
+
+def learner_changes(n: int, entries: int, plan_text: str, item_ids: list[str], rng: random.Random) -> list[dict]:
+    """One learner's local history as protocol changes: a plan, time entries over the last 120
+    days, item states, notes and lab runs (checks with criteria, training runs, a compare)."""
+    clock, device = Clock(), hex32()
+
+    def change(entity, key, row):
+        return {"id": hex32(), "entity": entity, "key": key, "version": clock(), "device": device,
+                "deleted": False, "row": row}
+
+    start = TODAY - timedelta(days=TODAY.weekday()) - timedelta(weeks=rng.randrange(1, 10))
+    out = [change("plan", "1", {"source_text": plan_text + f"\n(learner {n})\n", "source_name": "plan.txt",
+                                "imported_at": f"{start.isoformat()}T09:00:00+00:00",
+                                "start_date": start.isoformat()})]
+    quiet = rng.random() < 0.2  # some learners stopped logging a while ago
+    for _ in range(entries):
+        day = TODAY - timedelta(days=rng.randrange(8 if quiet else 0, 120))
+        uid = hex32()
+        out.append(change("time_entry", uid, {
+            "uid": uid, "item_id": rng.choice(item_ids), "day": day.isoformat(),
+            "seconds": rng.randrange(300, 5400), "started_at": None, "ended_at": None,
+            "note": rng.choice([None, "", "reading", "stuck on the mask"]), "source": "log",
+            "created_at": f"{day.isoformat()}T20:00:00+00:00"}))
+    for item in rng.sample(item_ids, min(30, len(item_ids))):
+        out.append(change("item_state", item, {"item_id": item, "status": rng.choice(["done", "in_progress", "skipped"]),
+                                               "progress_done": None, "progress_total": None,
+                                               "progress_unit": None, "updated_at": "2026-11-20T10:00:00+00:00"}))
+        out.append(change("note", item, {"item_id": item, "text": f"note on {item}", "updated_at": "2026-11-20T10:00:00+00:00"}))
+    criteria = ["imports", "shapes", "causal mask", "loss decreases", "val loss under the bar", "no leakage"]
+    for lab in ("transformer", "block_pool", "scheduler", "kv_cache"):
+        for k in range(rng.randrange(1, 8)):
+            passed = rng.random() < 0.3
+            crit = [{"name": c, "passed": passed or rng.random() < 0.6, "detail": "..."} for c in criteria]
+            out.append(run(change, lab, "check", passed, crit, {}))
+    for k in range(rng.randrange(0, 4)):
+        out.append(run(change, "transformer", "run", True, [], {
+            "val_loss": round(rng.uniform(1.45, 1.9), 4), "train_seconds": round(rng.uniform(10, 90), 1),
+            "preset": "gpu", "device": "cuda", "steps": 700}))
+    out.append(run(change, "vllm", "compare", True, [], {
+        "concurrency": [1, 8, 32], "engine_output_tok_s": [rng.uniform(50, 200) for _ in range(3)],
+        "vllm_output_tok_s": [rng.uniform(200, 2000) for _ in range(3)], "speedup_at_max": rng.uniform(2, 9),
+        "table_text": "x" * 2000}))
+    return out
+
+
+def run(change, lab, kind, passed, criteria, metrics):
+    uid = hex32()
+    return change("lab_run", uid, {"uid": uid, "lab": lab, "kind": kind, "at": "2026-11-25T10:00:00+00:00",
+                                   "passed": passed, "duration_s": 12.0, "code_path": None, "files_hash": None,
+                                   "criteria": criteria, "metrics": metrics, "artifacts": [], "refused": None,
+                                   "isolation": None})
+
+
+# -- loading ------------------------------------------------------------------------------------
+def push(port: int, token: str, device: str, changes: list[dict]) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    body = json.dumps({"device": device, "changes": changes}).encode()
+    conn.request("POST", "/api/v1/sync/push", body, {"Authorization": f"Bearer {token}",
+                                                     "Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def load_direct(conn, learner_id: int, changes: list[dict]) -> None:
+    """Without the sync push: the projections the push would write, by COPY."""
+    days: dict[str, int] = {}
+    with conn.cursor().copy("COPY g_time_entry (learner_id, uid, item_id, day, seconds, note, source) FROM STDIN") as cp:
+        for c in changes:
+            if c["entity"] == "time_entry":
+                r = c["row"]
+                cp.write_row((learner_id, r["uid"], r["item_id"], r["day"], r["seconds"], r["note"], r["source"]))
+                days[r["day"]] = days.get(r["day"], 0) + r["seconds"]
+    with conn.cursor().copy("COPY g_day_total (learner_id, day, seconds) FROM STDIN") as cp:
+        for d, s in days.items():
+            cp.write_row((learner_id, d, s))
+    for c in changes:
+        r = c["row"]
+        if c["entity"] == "plan":
+            conn.execute("INSERT INTO g_plan VALUES (%s, %s, %s)", (learner_id, r["source_text"], r["start_date"]))
+            conn.execute("INSERT INTO learner_row VALUES (%s, 'plan', '1', %s, %s, %s, false, %s)",
+                         (learner_id, c["version"], c["device"], c["id"], json.dumps(r)))
+        elif c["entity"] == "item_state":
+            conn.execute("INSERT INTO g_item_state VALUES (%s, %s, %s, %s)", (learner_id, r["item_id"], r["status"], r["updated_at"]))
+        elif c["entity"] == "note":
+            conn.execute("INSERT INTO g_note VALUES (%s, %s, %s, %s)", (learner_id, r["item_id"], r["text"], r["updated_at"]))
+        elif c["entity"] == "lab_run":
+            conn.execute("INSERT INTO g_lab_run VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                         (learner_id, r["uid"], r["lab"], r["kind"], r["at"], r["passed"],
+                          json.dumps(r["criteria"]), json.dumps(r["metrics"])))
+    conn.execute("INSERT INTO g_activity VALUES (%s, now(), %s)", (learner_id, max(days)))
+
+
+# -- the server and the clients ------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(db_url: str, port: int, secret: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "zero2vllm", "serve", "group", "--db", db_url,
+                             "--port", str(port), "--secret-file", str(secret)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited: {proc.stderr.read().decode()[-800:]}")
+            time.sleep(0.1)
+    raise SystemExit("the server did not start listening in 30 s")
+
+
+def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: float) -> dict:
+    """CLIENTS threads, each on its own keep-alive connection, cycling through PATHS."""
+    lat: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client(k: int):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, i = [], k
+        while time.perf_counter() < stop:
+            path = paths[i % len(paths)]
+            i += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", path, headers={"Cookie": cookie})
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{path}: {exc}")
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            mine.append(time.perf_counter() - t0)
+            if resp.status != 200:
+                errors.append(f"{path}: HTTP {resp.status}")
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+    pick = lambda q: 1000 * lat[min(int(q * len(lat)), len(lat) - 1)] if lat else float("nan")
+    return {"requests": len(lat), "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+            "max_ms": 1000 * lat[-1] if lat else float("nan"), "req_s": len(lat) / wall,
+            "errors": len(errors), "first_error": errors[0] if errors else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", help="postgresql:// URL of an empty database (default: start one)")
+    ap.add_argument("--learners", type=int, default=50)
+    ap.add_argument("--entries", type=int, default=10_000)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    from zero2vllm.group import auth, db, sessions
+    from zero2vllm.paths import default_plan_path
+    from zero2vllm.tracker import plan as planlib
+
+    tmp = Path(tempfile.mkdtemp(prefix="z2v-load-", dir="/tmp"))
+    os.chmod(tmp, 0o755)
+    pg_dir = None
+    if args.db:
+        url = args.db
+    else:
+        pg_dir = tmp / "pg"
+        url = subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "start", str(pg_dir)], check=True,
+                             capture_output=True, text=True).stdout.strip()
+    server = None
+    try:
+        with db.connect(url) as conn:
+            db.migrate(conn)
+            if not resources.files("zero2vllm.group").joinpath("migrations", "0002_sync.sql").is_file():
+                conn.execute(PROJECTIONS)
+            mentor = conn.execute("INSERT INTO account (email, name, role, password_hash) VALUES"
+                                  " ('mentor@example.org', 'mentor', 'mentor', '!') RETURNING id").fetchone()["id"]
+            ids = [conn.execute("INSERT INTO account (email, name, role, password_hash, on_board, share_notes)"
+                                " VALUES (%s, %s, 'learner', '!', %s, %s) RETURNING id",
+                                (f"l{n}@example.org", f"learner {n:02d}", n % 2 == 0, n % 3 == 0)).fetchone()["id"]
+                   for n in range(args.learners)]
+            tokens = {lid: auth.issue_token(conn, lid, "bench") for lid in ids}
+            cookie = f"{sessions.SESSION_COOKIE}={sessions.start(conn, mentor)}"
+            conn.commit()
+        port = free_port()
+        server = start_server(url, port, tmp / "secret")
+
+        plan_text = default_plan_path().read_text(encoding="utf-8")
+        item_ids = [i.id for i in planlib.parse(plan_text).items()]
+        rng = random.Random(0)
+        via_push = push(port, tokens[ids[0]], hex32(), [])[0] != 404
+        print(f"loading {args.learners} learners x {args.entries} time entries "
+              + ("through POST /api/v1/sync/push" if via_push else
+                 "STRAIGHT INTO THE PROJECTIONS (this server has no sync push yet)"), flush=True)
+        t0 = time.perf_counter()
+        with db.connect(url) as conn:
+            for lid in ids:
+                changes = learner_changes(lid, args.entries, plan_text, item_ids, rng)
+                if via_push:
+                    device = changes[0]["device"]
+                    for i in range(0, len(changes), 5000):
+                        status, body = push(port, tokens[lid], device, changes[i:i + 5000])
+                        if status != 200:
+                            raise SystemExit(f"push refused: HTTP {status} {body[:300]!r}")
+                else:
+                    load_direct(conn, lid, changes)
+                    conn.commit()
+            conn.execute("ANALYZE")
+        load_s = time.perf_counter() - t0
+        print(f"loaded in {load_s:.1f} s", flush=True)
+
+        pages = {"cohort": ["/group/"], "inactive": ["/group/inactive?days=3"], "labs": ["/group/labs"],
+                 "board": ["/group/board"], "learner": [f"/group/learner/{lid}" for lid in ids]}
+        hammer(port, cookie, [p for ps in pages.values() for p in ps], args.clients, 3.0)  # warm-up
+        results = {}
+        for name, paths in pages.items():
+            results[name] = hammer(port, cookie, paths, args.clients, args.seconds)
+            r = results[name]
+            print(f"  {name:<9} {r['requests']:>6} req  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
+                  f"  max {r['max_ms']:6.1f} ms  {r['req_s']:6.1f} req/s  errors {r['errors']}", flush=True)
+
+        sync = None
+        if via_push:
+            lid = ids[0]
+            fresh = [c for c in learner_changes(lid, 1000, plan_text, item_ids, rng) if c["entity"] == "time_entry"]
+            t0 = time.perf_counter()
+            status, body = push(port, tokens[lid], fresh[0]["device"], fresh)
+            sync = {"changes": len(fresh), "seconds": time.perf_counter() - t0, "status": status}
+            print(f"one push of {len(fresh)} new changes: {sync['seconds'] * 1000:.0f} ms (HTTP {status})")
+
+        print(f"\n| page | requests | p50 ms | p99 ms | max ms | req/s | errors |\n|---|---|---|---|---|---|---|")
+        for name, r in results.items():
+            print(f"| {name} | {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} "
+                  f"| {r['req_s']:.1f} | {r['errors']} |")
+        print(f"\nload average {os.getloadavg()[0]:.2f}; data loaded "
+              + ("through the sync push" if via_push else "into the projections directly"))
+        if args.json:
+            args.json.write_text(json.dumps({"learners": args.learners, "entries": args.entries,
+                                             "clients": args.clients, "seconds": args.seconds,
+                                             "via_push": via_push, "load_s": load_s, "pages": results,
+                                             "sync_1000": sync, "loadavg": os.getloadavg()}, indent=1))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        if pg_dir is not None:
+            subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "stop", str(pg_dir)], capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
