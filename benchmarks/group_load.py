@@ -209,6 +209,39 @@ def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: floa
             "errors": len(errors), "first_error": errors[0] if errors else None}
 
 
+class Writer(threading.Thread):
+    """Sync traffic during a round: RATE new time entries a second, each from a random learner,
+    through the push when the server has it, else as the push's writes to the projections."""
+
+    def __init__(self, url, port, tokens, via_push, rate):
+        super().__init__(daemon=True)
+        self.url, self.port, self.tokens, self.via_push, self.rate = url, port, tokens, via_push, rate
+        self.stop, self.count = threading.Event(), 0
+
+    def run(self):
+        from zero2vllm.group import db
+
+        rng = random.Random(1)
+        with db.connect(self.url, autocommit=True) as conn:
+            while not self.stop.wait(1 / self.rate):
+                lid = rng.choice(list(self.tokens))
+                uid, day = hex32(), TODAY.isoformat()
+                if self.via_push:
+                    ch = {"id": hex32(), "entity": "time_entry", "key": uid, "version": time.time_ns() // 1000,
+                          "device": hex32(), "deleted": False, "row": {
+                              "uid": uid, "item_id": "w1.x", "day": day, "seconds": 600, "started_at": None,
+                              "ended_at": None, "note": None, "source": "log", "created_at": day + "T12:00:00+00:00"}}
+                    push(self.port, self.tokens[lid], ch["device"], [ch])
+                else:
+                    with conn.transaction():
+                        conn.execute("INSERT INTO g_time_entry VALUES (%s, %s, 'w1.x', %s, 600, NULL, 'log')", (lid, uid, day))
+                        conn.execute("INSERT INTO g_day_total VALUES (%s, %s, 600) ON CONFLICT (learner_id, day)"
+                                     " DO UPDATE SET seconds = g_day_total.seconds + 600", (lid, day))
+                        conn.execute("UPDATE g_activity SET last_change_at = now(), last_day = %s WHERE learner_id = %s",
+                                     (day, lid))
+                self.count += 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", help="postgresql:// URL of an empty database (default: start one)")
@@ -216,6 +249,8 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--writes", type=float, default=2.0,
+                    help="changes synced per second during the second round (each one empties the page cache)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -278,11 +313,19 @@ def main() -> None:
                  "board": ["/group/board"], "learner": [f"/group/learner/{lid}" for lid in ids]}
         hammer(port, cookie, [p for ps in pages.values() for p in ps], args.clients, 3.0)  # warm-up
         results = {}
-        for name, paths in pages.items():
-            results[name] = hammer(port, cookie, paths, args.clients, args.seconds)
-            r = results[name]
-            print(f"  {name:<9} {r['requests']:>6} req  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
-                  f"  max {r['max_ms']:6.1f} ms  {r['req_s']:6.1f} req/s  errors {r['errors']}", flush=True)
+        for rate in (0.0, args.writes) if args.writes else (0.0,):
+            writer = Writer(url, port, tokens, via_push, rate) if rate else None
+            if writer:
+                writer.start()
+            for name, paths in pages.items():
+                label = name if not rate else f"{name}, {rate:g} syncs/s"
+                results[label] = r = hammer(port, cookie, paths, args.clients, args.seconds)
+                print(f"  {label:<22} {r['requests']:>6} req  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
+                      f"  max {r['max_ms']:6.1f} ms  {r['req_s']:6.1f} req/s  errors {r['errors']}", flush=True)
+            if writer:
+                writer.stop.set()
+                writer.join()
+                print(f"  ({writer.count} changes synced during that round)")
 
         sync = None
         if via_push:

@@ -248,10 +248,13 @@ def test_learner_page_and_who_sees_notes(group):
 def test_a_page_changes_as_soon_as_a_sync_or_an_account_changes(group):
     app, G, ids = group
     cells = lambda html: _cells(_row(html, "learners", "data-learner", ids["ann"]))
+    page = f"/group/learner/{ids['ann']}"
     assert cells(_get(app, G, ids["meg"], "/group/"))[4] == "1.0 / 3"
+    assert 'id="hours-total">7.5h' in _get(app, G, ids["meg"], page)
     G.time(ids["ann"], "2026-12-02", 5400)  # what a push writes, g_activity included
     G.conn.commit()
     assert cells(_get(app, G, ids["meg"], "/group/"))[4] == "2.5 / 3"
+    assert 'id="hours-total">9.0h' in _get(app, G, ids["meg"], page)
     G.conn.execute("UPDATE account SET on_board = false WHERE id = %s", (ids["ann"],))
     G.conn.commit()
     assert not _row(_get(app, G, ids["meg"], "/group/board"), "board", "data-learner", ids["ann"])

@@ -27,24 +27,37 @@ MAX_DAYS = 3650
 CACHE_SIZE = 512
 
 
-def _page(title: str, key: tuple, build) -> str:
-    """The page: BUILD() -> (template, context) makes its body, cached under KEY + the data's
-    version and today's date (the weeks and "inactive" move with the calendar)."""
+def _page(title: str, key: tuple, build, version: str | None = None) -> str:
+    """The page: BUILD() -> (template, context) makes its body, cached under KEY, the data's
+    VERSION (default: views.data_version) and today's date (weeks and "inactive" move with the
+    calendar). One thread builds a missing body; the others asking for it meanwhile wait for it
+    instead of building it too (a sync empties the cache while 20 clients are reading)."""
     # one cache per app (so per database), shared by the server's threads
     cache, lock = current_app.extensions.setdefault("z2v_dashboard_cache", (OrderedDict(), threading.Lock()))
-    key = (*key, views.data_version(g.db), views.today())
+    key = (*key, version or views.data_version(g.db), views.today())
     with lock:
-        body = cache.get(key)
-        if body is not None:
-            cache.move_to_end(key)
-    if body is None:
-        template, context = build()
-        body = Markup(render_template(template, **context))
-        with lock:
-            cache[key] = body
+        entry = cache.get(key)
+        if entry is None:
+            entry = cache[key] = [threading.Event(), None]
+            mine = True
             while len(cache) > CACHE_SIZE:
                 cache.popitem(last=False)
-    return render_template("group_page.html", title=title, body=body)
+        else:
+            cache.move_to_end(key)
+            mine = False
+    if mine:
+        try:
+            template, context = build()
+            entry[1] = Markup(render_template(template, **context))
+        finally:
+            entry[0].set()
+            if entry[1] is None:  # the build failed: the next request tries again
+                with lock:
+                    cache.pop(key, None)
+    elif not entry[0].wait(30) or entry[1] is None:
+        template, context = build()
+        entry = [None, Markup(render_template(template, **context))]
+    return render_template("group_page.html", title=title, body=entry[1])
 
 
 def _days_param() -> int:
@@ -118,7 +131,8 @@ def learner(learner_id: int):
         data = views.learner_page(g.db, learner_id, notes=notes)
         return "group_learner.html", dict(person=person, data=data, chart=charts.weeks_svg(data["weeks"]),
                                           show_notes=notes)
-    return _page(person["name"], ("learner", learner_id, notes), build)
+    # this page changes only with this learner's own syncs and account
+    return _page(person["name"], ("learner", learner_id, notes), build, version=person["row_version"])
 
 
 @bp.get("/board")
