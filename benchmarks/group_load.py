@@ -6,8 +6,10 @@
 Without --db it starts a throw-away PostgreSQL with scripts/pg.sh. The data goes in through the
 real push (`POST /api/v1/sync/push`, 5,000 changes a batch) when the server has it; otherwise
 straight into the projection tables (the output says which). The server is `z2v serve group`
-(waitress) in its own process; each page gets CLIENTS threads with keep-alive connections for
-SECONDS, and the table gives p50/p99/max latency and requests per second. Then one push of
+(waitress) in its own process; each page gets CLIENTS keep-alive clients (threads in 4 client
+processes) for SECONDS, and the table gives p50/p99/max latency, requests per second and the
+server process's CPU time per request (which a busy machine inflates much less than latency).
+A second round does the same while learners sync WRITES changes a second. Then one push of
 1,000 new time entries is timed end to end (client send to answer).
 """
 
@@ -167,17 +169,19 @@ def start_server(db_url: str, port: int, secret: Path) -> subprocess.Popen:
     raise SystemExit("the server did not start listening in 30 s")
 
 
-def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: float) -> dict:
-    """CLIENTS threads, each on its own keep-alive connection, cycling through PATHS."""
+def _client_process(port, cookie, paths, threads, start, seconds, first) -> tuple[list[float], list[str]]:
+    """THREADS keep-alive clients in one process, from START (a shared clock) for SECONDS."""
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
-    stop = time.perf_counter() + seconds
 
     def client(k: int):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine, i = [], k
-        while time.perf_counter() < stop:
+        while time.time() < start:
+            time.sleep(0.001)
+        stop = start + seconds
+        while time.time() < stop:
             path = paths[i % len(paths)]
             i += 1
             t0 = time.perf_counter()
@@ -195,17 +199,41 @@ def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: floa
         with lock:
             lat.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
+    ts = [threading.Thread(target=client, args=(first + k,)) for k in range(threads)]
+    for t in ts:
         t.start()
-    for t in threads:
+    for t in ts:
         t.join()
-    wall = time.perf_counter() - t0
-    lat.sort()
+    return lat, errors
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: float, server_pid: int,
+           processes: int = 4) -> dict:
+    """CLIENTS keep-alive clients (in PROCESSES processes, so the clients' own Python does not
+    queue behind one interpreter lock) cycling through PATHS; and the server's CPU per request."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    per = [clients // processes + (k < clients % processes) for k in range(processes)]
+    start = time.time() + 0.5
+    cpu0 = cpu_seconds(server_pid)
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as ex:
+        futs = [ex.submit(_client_process, port, cookie, paths, n, start, seconds, sum(per[:k]))
+                for k, n in enumerate(per) if n]
+        parts = [f.result() for f in futs]
+    cpu = cpu_seconds(server_pid) - cpu0
+    lat = sorted(x for p in parts for x in p[0])
+    errors = [e for p in parts for e in p[1]]
     pick = lambda q: 1000 * lat[min(int(q * len(lat)), len(lat) - 1)] if lat else float("nan")
     return {"requests": len(lat), "p50_ms": pick(0.50), "p99_ms": pick(0.99),
-            "max_ms": 1000 * lat[-1] if lat else float("nan"), "req_s": len(lat) / wall,
+            "max_ms": 1000 * lat[-1] if lat else float("nan"), "req_s": len(lat) / seconds,
+            "server_cpu_ms": 1000 * cpu / max(len(lat), 1),
             "errors": len(errors), "first_error": errors[0] if errors else None}
 
 
@@ -311,7 +339,7 @@ def main() -> None:
 
         pages = {"cohort": ["/group/"], "inactive": ["/group/inactive?days=3"], "labs": ["/group/labs"],
                  "board": ["/group/board"], "learner": [f"/group/learner/{lid}" for lid in ids]}
-        hammer(port, cookie, [p for ps in pages.values() for p in ps], args.clients, 3.0)  # warm-up
+        hammer(port, cookie, [p for ps in pages.values() for p in ps], args.clients, 3.0, server.pid)  # warm-up
         results = {}
         for rate in (0.0, args.writes) if args.writes else (0.0,):
             writer = Writer(url, port, tokens, via_push, rate) if rate else None
@@ -319,9 +347,10 @@ def main() -> None:
                 writer.start()
             for name, paths in pages.items():
                 label = name if not rate else f"{name}, {rate:g} syncs/s"
-                results[label] = r = hammer(port, cookie, paths, args.clients, args.seconds)
+                results[label] = r = hammer(port, cookie, paths, args.clients, args.seconds, server.pid)
                 print(f"  {label:<22} {r['requests']:>6} req  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
-                      f"  max {r['max_ms']:6.1f} ms  {r['req_s']:6.1f} req/s  errors {r['errors']}", flush=True)
+                      f"  max {r['max_ms']:6.1f} ms  {r['req_s']:6.1f} req/s  server CPU {r['server_cpu_ms']:.2f} ms/req"
+                      f"  errors {r['errors']}", flush=True)
             if writer:
                 writer.stop.set()
                 writer.join()
@@ -336,10 +365,11 @@ def main() -> None:
             sync = {"changes": len(fresh), "seconds": time.perf_counter() - t0, "status": status}
             print(f"one push of {len(fresh)} new changes: {sync['seconds'] * 1000:.0f} ms (HTTP {status})")
 
-        print(f"\n| page | requests | p50 ms | p99 ms | max ms | req/s | errors |\n|---|---|---|---|---|---|---|")
+        print("\n| page | requests | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | errors |\n"
+              "|---|---|---|---|---|---|---|---|")
         for name, r in results.items():
             print(f"| {name} | {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} "
-                  f"| {r['req_s']:.1f} | {r['errors']} |")
+                  f"| {r['req_s']:.0f} | {r['server_cpu_ms']:.2f} | {r['errors']} |")
         print(f"\nload average {os.getloadavg()[0]:.2f}; data loaded "
               + ("through the sync push" if via_push else "into the projections directly"))
         if args.json:
