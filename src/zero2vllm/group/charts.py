@@ -25,9 +25,11 @@ def _budget_text(lo, hi) -> str:
     return f"{lo:g}h" if not hi or hi == lo else f"{lo:g}-{hi:g}h"
 
 
-def cohort_svg(rows: list[dict], cell: int = 30, gap: int = 3, name_w: int = 150) -> Markup:
+def cohort_svg(rows: list[dict], cell: int = 30, gap: int = 3, name_w: int = 150,
+               fragments: dict | None = None) -> Markup:
     """One row per learner, one square per plan week, coloured by the share of that week's
-    budget they logged; the hours are written in the square, the current week is outlined."""
+    budget they logged; the hours are written in the square, the current week is outlined.
+    FRAGMENTS (a dict the caller keeps) caches each row's drawing under the row's `key`."""
     n_weeks = max((len(r["weeks"]) for r in rows), default=0)
     if not rows or not n_weeks:
         return Markup("<p class='muted'>No learner has synced a plan yet.</p>")
@@ -40,23 +42,33 @@ def cohort_svg(rows: list[dict], cell: int = 30, gap: int = 3, name_w: int = 150
         parts.append(f'<text x="{name_w + i * (cell + gap) + cell / 2:.1f}" y="12" class="axis" '
                      f'text-anchor="middle">W{i + 1}</text>')
     for j, r in enumerate(rows):
-        y = top + j * (cell + gap)
-        name = escape(r["name"])
-        parts.append(f'<text x="{name_w - 8}" y="{y + cell / 2 + 4:.1f}" class="axis" '
-                     f'text-anchor="end">{escape(r["name"][:22])}</text>')
-        for i, w in enumerate(r["weeks"]):
-            x = name_w + i * (cell + gap)
-            fill = FUTURE_COLOUR if w["future"] else LEVEL_COLOURS[_level(w["hours"], w["budget_min"])]
-            cls = "wk now" if r.get("current") == i + 1 else "wk"
-            label = (f'{name}, week {w["number"]} ({w["start"]:%b %d}): {w["hours"]:.1f}h logged of '
-                     f'{_budget_text(w["budget_min"], w["budget_max"])}')
-            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" rx="3" fill="{fill}" '
-                         f'class="{cls}"><title>{label}</title></rect>')
-            if w["hours"] > 0:
-                parts.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" class="cellnum" '
-                             f'text-anchor="middle">{w["hours"]:.0f}</text>')
+        key = ("svg-row", r.get("key"), name_w, cell, gap)
+        inner = fragments.get(key) if fragments is not None and r.get("key") else None
+        if inner is None:
+            inner = _cohort_row(r, cell, gap, name_w)
+            if fragments is not None and r.get("key"):
+                fragments[key] = inner
+        parts.append(f'<g transform="translate(0 {top + j * (cell + gap)})">{inner}</g>')
     parts.append("</svg>")
     return Markup("".join(parts))
+
+
+def _cohort_row(r: dict, cell: int, gap: int, name_w: int) -> str:
+    name = escape(r["name"])
+    parts = [f'<text x="{name_w - 8}" y="{cell / 2 + 4:.1f}" class="axis" '
+             f'text-anchor="end">{escape(r["name"][:22])}</text>']
+    for i, w in enumerate(r["weeks"]):
+        x = name_w + i * (cell + gap)
+        fill = FUTURE_COLOUR if w["future"] else LEVEL_COLOURS[_level(w["hours"], w["budget_min"])]
+        cls = "wk now" if r.get("current") == i + 1 else "wk"
+        label = (f'{name}, week {w["number"]} ({w["start"]:%b %d}): {w["hours"]:.1f}h logged of '
+                 f'{_budget_text(w["budget_min"], w["budget_max"])}')
+        parts.append(f'<rect x="{x}" y="0" width="{cell}" height="{cell}" rx="3" fill="{fill}" '
+                     f'class="{cls}"><title>{label}</title></rect>')
+        if w["hours"] > 0:
+            parts.append(f'<text x="{x + cell / 2:.1f}" y="{cell / 2 + 4:.1f}" class="cellnum" '
+                         f'text-anchor="middle">{w["hours"]:.0f}</text>')
+    return "".join(parts)
 
 
 def weeks_svg(weeks: list[dict], width: int = 640, height: int = 220) -> Markup:

@@ -25,6 +25,24 @@ bp = Blueprint("dashboard", __name__, url_prefix="/group")
 STAFF = ("admin", "mentor")
 MAX_DAYS = 3650
 CACHE_SIZE = 512
+ROW_CACHE_SIZE = 4096  # learners' cohort rows, their drawings and table rows
+
+
+class _Bounded(OrderedDict):
+    """A dict that forgets its oldest entries beyond SIZE (the cohort's per-learner memo)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def _rows_memo() -> _Bounded:
+    return current_app.extensions.setdefault("z2v_dashboard_rows", _Bounded(ROW_CACHE_SIZE))
 
 
 def _page(title: str, key: tuple, build, version: str | None = None) -> str:
@@ -85,10 +103,21 @@ def cohort():
     me = None if staff else g.account["id"]  # a learner's page differs only by their own row
 
     def build():
-        data = views.cohort(g.db)
+        # after one learner syncs, only their row is read and drawn again
+        memo = _rows_memo()
+        data = views.cohort(g.db, memo)
         rows = data["learners"] if staff else [r for r in data["learners"] if r["id"] == me]
-        return "group_cohort.html", dict(data=data, rows=rows, staff=staff,
-                                         chart=charts.cohort_svg(rows), levels=charts.LEVEL_COLOURS)
+        n_weeks = len(data["summary"])
+        row_html = []
+        for r in rows:
+            key = ("table-row", r["key"], n_weeks)
+            html = memo.get(key)
+            if html is None:
+                html = memo[key] = Markup(render_template("_group_cohort_row.html", r=r, n_weeks=n_weeks))
+            row_html.append(html)
+        return "group_cohort.html", dict(data=data, row_html=row_html, staff=staff,
+                                         chart=charts.cohort_svg(rows, fragments=memo),
+                                         levels=charts.LEVEL_COLOURS)
     return _page("Cohort", ("cohort", me), build)
 
 

@@ -98,9 +98,13 @@ def plans(conn, learner_ids: list[int] | None = None) -> dict[int, tuple[planlib
 
 # -- people ---------------------------------------------------------------------------------------
 def learners(conn) -> list[dict]:
+    """Active learners, each with `row_version`: the versions (xmin) of their account, g_activity
+    and g_plan rows, which change with anything of theirs the cohort shows."""
     return conn.execute(
-        "SELECT a.id, a.name, a.email, a.share_notes, a.on_board, act.last_change_at"
+        "SELECT a.id, a.name, a.email, a.share_notes, a.on_board, act.last_change_at,"
+        " a.xmin::text || ':' || coalesce(act.xmin::text, '') || ':' || coalesce(p.xmin::text, '') AS row_version"
         " FROM account a LEFT JOIN g_activity act ON act.learner_id = a.id"
+        " LEFT JOIN g_plan p ON p.learner_id = a.id"
         " WHERE a.role = 'learner' AND NOT a.disabled ORDER BY lower(a.name), a.id").fetchall()
 
 
@@ -145,18 +149,27 @@ def weeks_of(plan: planlib.Plan | None, start: date | None, by_monday: dict[date
             "outside": round((sum(by_monday.values()) - inside) / 3600, 2)}
 
 
-def cohort(conn) -> dict:
-    """Every learner's weeks, and per week of the plan the cohort's median hours."""
-    people = learners(conn)
-    ids = [p["id"] for p in people]
-    plan_of = plans(conn, ids)
-    secs = _weekly_seconds(conn, ids)
+def cohort(conn, memo: dict | None = None) -> dict:
+    """Every learner's weeks, and per week of the plan the cohort's median hours. MEMO (a dict
+    the caller keeps) holds each learner's row under its `key` (their row versions and today), so
+    after one learner syncs only their row is read again, not the cohort's."""
+    memo = {} if memo is None else memo
     day = today()
-    rows = []
+    people = learners(conn)
     for p in people:
-        plan, start = plan_of.get(p["id"], (None, None))
-        rows.append({**p, "plan_title": plan.title if plan else None, "start": start,
-                     **weeks_of(plan, start, secs.get(p["id"], {}), day)})
+        p["key"] = ("cohort-row", p["id"], p["row_version"], day)
+    found = {p["id"]: memo.get(p["key"]) for p in people}
+    missing = [lid for lid, row in found.items() if row is None]
+    if missing:
+        plan_of = plans(conn, missing)
+        secs = _weekly_seconds(conn, missing)
+        for p in people:
+            if found[p["id"]] is None:
+                plan, start = plan_of.get(p["id"], (None, None))
+                found[p["id"]] = memo[p["key"]] = {
+                    **p, "plan_title": plan.title if plan else None, "start": start,
+                    **weeks_of(plan, start, secs.get(p["id"], {}), day)}
+    rows = [found[p["id"]] for p in people]
     n_weeks = max((len(r["weeks"]) for r in rows), default=0)
     summary = []
     for i in range(n_weeks):
