@@ -4,8 +4,7 @@
                                     [--seconds 15] [--json out.json]
 
 Without --db it starts a throw-away PostgreSQL with scripts/pg.sh. The data goes in through the
-real push (`POST /api/v1/sync/push`, 5,000 changes a batch) when the server has it; otherwise
-straight into the projection tables (the output says which). The server is `z2v serve group`
+real push (`POST /api/v1/sync/push`, 5,000 changes a batch). The server is `z2v serve group`
 (waitress) in its own process; each page gets CLIENTS keep-alive clients (threads in 4 client
 processes) for SECONDS, and the table gives p50/p99/max latency, requests per second and the
 server process's CPU time per request (which a busy machine inflates much less than latency).
@@ -27,12 +26,11 @@ import sys
 import tempfile
 import threading
 import time
-from importlib import resources
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_load_data import TODAY, hex32, learner_changes, load_direct, PROJECTIONS  # noqa: E402
+from group_load_data import TODAY, hex32, learner_changes  # noqa: E402
 def push(port: int, token: str, device: str, changes: list[dict]) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
     body = json.dumps({"device": device, "changes": changes}).encode()
@@ -166,35 +164,24 @@ def cold_requests(url: str, cookie: str, pages: dict, runs: int = 10) -> dict:
 
 class Writer(threading.Thread):
     """Sync traffic during a round: RATE new time entries a second, each from a random learner,
-    through the push when the server has it, else as the push's writes to the projections."""
+    through the real push."""
 
-    def __init__(self, url, port, tokens, via_push, rate):
+    def __init__(self, port, tokens, rate):
         super().__init__(daemon=True)
-        self.url, self.port, self.tokens, self.via_push, self.rate = url, port, tokens, via_push, rate
+        self.port, self.tokens, self.rate = port, tokens, rate
         self.stop, self.count = threading.Event(), 0
 
     def run(self):
-        from zero2vllm.group import db
-
         rng = random.Random(1)
-        with db.connect(self.url, autocommit=True) as conn:
-            while not self.stop.wait(1 / self.rate):
-                lid = rng.choice(list(self.tokens))
-                uid, day = hex32(), TODAY.isoformat()
-                if self.via_push:
-                    ch = {"id": hex32(), "entity": "time_entry", "key": uid, "version": time.time_ns() // 1000,
-                          "device": hex32(), "deleted": False, "row": {
-                              "uid": uid, "item_id": "w1.x", "day": day, "seconds": 600, "started_at": None,
-                              "ended_at": None, "note": None, "source": "log", "created_at": day + "T12:00:00+00:00"}}
-                    push(self.port, self.tokens[lid], ch["device"], [ch])
-                else:
-                    with conn.transaction():
-                        conn.execute("INSERT INTO g_time_entry VALUES (%s, %s, 'w1.x', %s, 600, NULL, 'log')", (lid, uid, day))
-                        conn.execute("INSERT INTO g_day_total VALUES (%s, %s, 600) ON CONFLICT (learner_id, day)"
-                                     " DO UPDATE SET seconds = g_day_total.seconds + 600", (lid, day))
-                        conn.execute("UPDATE g_activity SET last_change_at = now(), last_day = %s WHERE learner_id = %s",
-                                     (day, lid))
-                self.count += 1
+        while not self.stop.wait(1 / self.rate):
+            lid = rng.choice(list(self.tokens))
+            uid, day = hex32(), TODAY.isoformat()
+            ch = {"id": hex32(), "entity": "time_entry", "key": uid, "version": time.time_ns() // 1000,
+                  "device": hex32(), "deleted": False, "row": {
+                      "uid": uid, "item_id": "w1.x", "day": day, "seconds": 600, "started_at": None,
+                      "ended_at": None, "note": None, "source": "log", "created_at": day + "T12:00:00+00:00"}}
+            push(self.port, self.tokens[lid], ch["device"], [ch])
+            self.count += 1
 
 
 def main() -> None:
@@ -226,8 +213,6 @@ def main() -> None:
     try:
         with db.connect(url) as conn:
             db.migrate(conn)
-            if not resources.files("zero2vllm.group").joinpath("migrations", "0002_sync.sql").is_file():
-                conn.execute(PROJECTIONS)
             mentor = conn.execute("INSERT INTO account (email, name, role, password_hash) VALUES"
                                   " ('mentor@example.org', 'mentor', 'mentor', '!') RETURNING id").fetchone()["id"]
             ids = [conn.execute("INSERT INTO account (email, name, role, password_hash, on_board, share_notes)"
@@ -243,23 +228,17 @@ def main() -> None:
         plan_text = default_plan_path().read_text(encoding="utf-8")
         item_ids = [i.id for i in planlib.parse(plan_text).items()]
         rng = random.Random(0)
-        via_push = push(port, tokens[ids[0]], hex32(), [])[0] != 404
-        print(f"loading {args.learners} learners x {args.entries} time entries "
-              + ("through POST /api/v1/sync/push" if via_push else
-                 "STRAIGHT INTO THE PROJECTIONS (this server has no sync push yet)"), flush=True)
+        print(f"loading {args.learners} learners x {args.entries} time entries through POST /api/v1/sync/push",
+              flush=True)
         t0 = time.perf_counter()
         with db.connect(url) as conn:
             for lid in ids:
                 changes = learner_changes(lid, args.entries, plan_text, item_ids, rng)
-                if via_push:
-                    device = changes[0]["device"]
-                    for i in range(0, len(changes), 5000):
-                        status, body = push(port, tokens[lid], device, changes[i:i + 5000])
-                        if status != 200:
-                            raise SystemExit(f"push refused: HTTP {status} {body[:300]!r}")
-                else:
-                    load_direct(conn, lid, changes)
-                    conn.commit()
+                device = changes[0]["device"]
+                for i in range(0, len(changes), 5000):
+                    status, body = push(port, tokens[lid], device, changes[i:i + 5000])
+                    if status != 200:
+                        raise SystemExit(f"push refused: HTTP {status} {body[:300]!r}")
             conn.execute("ANALYZE")
         load_s = time.perf_counter() - t0
         print(f"loaded in {load_s:.1f} s", flush=True)
@@ -269,7 +248,7 @@ def main() -> None:
         hammer(port, cookie, [p for ps in pages.values() for p in ps], args.clients, 3.0, server.pid)  # warm-up
         results = {}
         for rate in (0.0, args.writes) if args.writes else (0.0,):
-            writer = Writer(url, port, tokens, via_push, rate) if rate else None
+            writer = Writer(port, tokens, rate) if rate else None
             if writer:
                 writer.start()
             for name, paths in pages.items():
@@ -287,26 +266,23 @@ def main() -> None:
         print("one request with the page cache emptied, in-process, median (max) ms: "
               + "; ".join(f"{k} {v['median_ms']:.1f} ({v['max_ms']:.1f})" for k, v in cold.items()))
 
-        sync = None
-        if via_push:
-            lid = ids[0]
-            fresh = [c for c in learner_changes(lid, 1000, plan_text, item_ids, rng) if c["entity"] == "time_entry"]
-            t0 = time.perf_counter()
-            status, body = push(port, tokens[lid], fresh[0]["device"], fresh)
-            sync = {"changes": len(fresh), "seconds": time.perf_counter() - t0, "status": status}
-            print(f"one push of {len(fresh)} new changes: {sync['seconds'] * 1000:.0f} ms (HTTP {status})")
+        lid = ids[0]
+        fresh = [c for c in learner_changes(lid, 1000, plan_text, item_ids, rng) if c["entity"] == "time_entry"]
+        t0 = time.perf_counter()
+        status, body = push(port, tokens[lid], fresh[0]["device"], fresh)
+        sync = {"changes": len(fresh), "seconds": time.perf_counter() - t0, "status": status}
+        print(f"one push of {len(fresh)} new changes: {sync['seconds'] * 1000:.0f} ms (HTTP {status})")
 
         print("\n| page | requests | p50 ms | p99 ms | max ms | req/s | server CPU ms/req | errors |\n"
               "|---|---|---|---|---|---|---|---|")
         for name, r in results.items():
             print(f"| {name} | {r['requests']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} "
                   f"| {r['req_s']:.0f} | {r['server_cpu_ms']:.2f} | {r['errors']} |")
-        print(f"\nload average {os.getloadavg()[0]:.2f}; data loaded "
-              + ("through the sync push" if via_push else "into the projections directly"))
+        print(f"\nload average {os.getloadavg()[0]:.2f}; data loaded through the sync push")
         if args.json:
             args.json.write_text(json.dumps({"learners": args.learners, "entries": args.entries,
                                              "clients": args.clients, "seconds": args.seconds,
-                                             "via_push": via_push, "load_s": load_s, "pages": results,
+                                             "load_s": load_s, "pages": results,
                                              "sync_1000": sync, "cold": cold, "loadavg": os.getloadavg()}, indent=1))
     finally:
         if server is not None:

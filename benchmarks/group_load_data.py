@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import secrets
 import time
@@ -11,8 +10,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The projections of docs/group.md's contract, for a branch where migration 2 is not there yet.
-PROJECTIONS = (ROOT / "tests" / "test_group_dashboard.py").read_text().split('PROJECTIONS = """')[1].split('"""')[0]
 TODAY = date.today()
 
 
@@ -81,35 +78,3 @@ def run(change, lab, kind, passed, criteria, metrics):
                                    "passed": passed, "duration_s": 12.0, "code_path": None, "files_hash": None,
                                    "criteria": criteria, "metrics": metrics, "artifacts": [], "refused": None,
                                    "isolation": None})
-
-
-# -- without the push ------------------------------------------------------------------------------------
-def load_direct(conn, learner_id: int, changes: list[dict]) -> None:
-    """Without the sync push: the projections the push would write, by COPY."""
-    days: dict[str, int] = {}
-    with conn.cursor().copy("COPY g_time_entry (learner_id, uid, item_id, day, seconds, note, source) FROM STDIN") as cp:
-        for c in changes:
-            if c["entity"] == "time_entry":
-                r = c["row"]
-                cp.write_row((learner_id, r["uid"], r["item_id"], r["day"], r["seconds"], r["note"], r["source"]))
-                days[r["day"]] = days.get(r["day"], 0) + r["seconds"]
-    with conn.cursor().copy("COPY g_day_total (learner_id, day, seconds) FROM STDIN") as cp:
-        for d, s in days.items():
-            cp.write_row((learner_id, d, s))
-    for c in changes:
-        r = c["row"]
-        if c["entity"] == "plan":
-            conn.execute("INSERT INTO g_plan VALUES (%s, %s, %s)", (learner_id, r["source_text"], r["start_date"]))
-            conn.execute("INSERT INTO learner_row VALUES (%s, 'plan', '1', %s, %s, %s, false, %s)",
-                         (learner_id, c["version"], c["device"], c["id"], json.dumps(r)))
-        elif c["entity"] == "item_state":
-            conn.execute("INSERT INTO g_item_state VALUES (%s, %s, %s, %s)", (learner_id, r["item_id"], r["status"], r["updated_at"]))
-        elif c["entity"] == "note":
-            conn.execute("INSERT INTO g_note VALUES (%s, %s, %s, %s)", (learner_id, r["item_id"], r["text"], r["updated_at"]))
-        elif c["entity"] == "lab_run":
-            conn.execute("INSERT INTO g_lab_run VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                         (learner_id, r["uid"], r["lab"], r["kind"], r["at"], r["passed"],
-                          json.dumps(r["criteria"]), json.dumps(r["metrics"])))
-    conn.execute("INSERT INTO g_activity VALUES (%s, now(), %s)", (learner_id, max(days)))
-
-

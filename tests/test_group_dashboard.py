@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from importlib import resources
 
 import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
-from zero2vllm.group import auth, db, sessions  # noqa: E402
+from zero2vllm.group import db, sessions  # noqa: E402
 
 PLAN = """Test Plan
 Time commitment: 6-8 hours per week
@@ -27,32 +26,6 @@ Monday (3 hours):
 Read: Paper
 """
 NOW = "2026-12-02T12:00:00+00:00"  # a Wednesday: week 2 of a plan started on Monday 2026-11-23
-
-# The contract's projection tables (briefing-group.md), for as long as g2's migration 2 is not
-# on this branch; once group/migrations/0002_sync.sql exists, create_app's migrate makes them.
-PROJECTIONS = """
-CREATE TABLE learner_row (learner_id BIGINT NOT NULL REFERENCES account(id), entity TEXT NOT NULL,
-  key TEXT NOT NULL, version BIGINT, device TEXT, change_id TEXT, deleted BOOLEAN NOT NULL DEFAULT false,
-  row JSONB, PRIMARY KEY (learner_id, entity, key));
-CREATE TABLE g_time_entry (learner_id BIGINT NOT NULL, uid TEXT NOT NULL, item_id TEXT, day DATE NOT NULL,
-  seconds INT NOT NULL, note TEXT, source TEXT, PRIMARY KEY (learner_id, uid));
-CREATE TABLE g_day_total (learner_id BIGINT NOT NULL, day DATE NOT NULL, seconds BIGINT NOT NULL,
-  PRIMARY KEY (learner_id, day));
-CREATE TABLE g_item_state (learner_id BIGINT NOT NULL, item_id TEXT NOT NULL, status TEXT,
-  updated_at TEXT, PRIMARY KEY (learner_id, item_id));
-CREATE TABLE g_note (learner_id BIGINT NOT NULL, item_id TEXT NOT NULL, text TEXT, updated_at TEXT,
-  PRIMARY KEY (learner_id, item_id));
-CREATE TABLE g_lab_run (learner_id BIGINT NOT NULL, uid TEXT NOT NULL, lab TEXT, kind TEXT, at TEXT,
-  passed BOOLEAN, criteria JSONB, metrics JSONB, PRIMARY KEY (learner_id, uid));
-CREATE INDEX g_lab_run_lab ON g_lab_run (lab);
-CREATE TABLE g_plan (learner_id BIGINT PRIMARY KEY, source_text TEXT, start_date TEXT);
-CREATE TABLE g_activity (learner_id BIGINT PRIMARY KEY, last_change_at TIMESTAMPTZ, last_day DATE);
-"""
-
-
-def _has_sync_migration() -> bool:
-    return resources.files("zero2vllm.group").joinpath("migrations", "0002_sync.sql").is_file()
-
 
 def _fresh_app(pg_url):
     from zero2vllm.group import app as app_module
@@ -106,8 +79,6 @@ def group(pg_url, monkeypatch):
     monkeypatch.setenv("ZERO2VLLM_NOW", NOW)
     app = _fresh_app(pg_url)
     with db.connect(pg_url) as conn:
-        if not _has_sync_migration():
-            conn.execute(PROJECTIONS)
         G = Group(conn)
         ids = {
             "ann": G.person("ann", on_board=True),
