@@ -8,7 +8,8 @@ real push (`POST /api/v1/sync/push`, 5,000 changes a batch). The server is `z2v 
 (waitress) in its own process; each page gets CLIENTS keep-alive clients (threads in 4 client
 processes) for SECONDS, and the table gives p50/p99/max latency, requests per second and the
 server process's CPU time per request (which a busy machine inflates much less than latency).
-A second round does the same while learners sync WRITES changes a second. Then one push of
+A second round does the same while learners sync WRITES changes a second, and a third adds a
+think time between each client's pages (THINK_MS on average), as people reading a page do. Then one push of
 1,000 new time entries is timed end to end (client send to answer).
 """
 
@@ -65,8 +66,9 @@ def start_server(db_url: str, port: int, secret: Path) -> subprocess.Popen:
     raise SystemExit("the server did not start listening in 30 s")
 
 
-def _client_process(port, cookie, paths, threads, start, seconds, first) -> tuple[list[float], list[str]]:
-    """THREADS keep-alive clients in one process, from START (a shared clock) for SECONDS."""
+def _client_process(port, cookie, paths, threads, start, seconds, first, think=0.0) -> tuple[list[float], list[str]]:
+    """THREADS keep-alive clients in one process, from START (a shared clock) for SECONDS; each
+    waits THINK seconds on average (uniform 0.5-1.5x) between a response and its next request."""
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -74,6 +76,7 @@ def _client_process(port, cookie, paths, threads, start, seconds, first) -> tupl
     def client(k: int):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine, i = [], k
+        rng = random.Random(k)
         while time.time() < start:
             time.sleep(0.001)
         stop = start + seconds
@@ -92,6 +95,8 @@ def _client_process(port, cookie, paths, threads, start, seconds, first) -> tupl
             mine.append(time.perf_counter() - t0)
             if resp.status != 200:
                 errors.append(f"{path}: HTTP {resp.status}")
+            if think:
+                time.sleep(think * rng.uniform(0.5, 1.5))
         with lock:
             lat.extend(mine)
 
@@ -110,7 +115,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: float, server_pid: int,
-           processes: int = 4) -> dict:
+           processes: int = 4, think: float = 0.0) -> dict:
     """CLIENTS keep-alive clients (in PROCESSES processes, so the clients' own Python does not
     queue behind one interpreter lock) cycling through PATHS; and the server's CPU per request."""
     from concurrent.futures import ProcessPoolExecutor
@@ -120,7 +125,7 @@ def hammer(port: int, cookie: str, paths: list[str], clients: int, seconds: floa
     start = time.time() + 0.5
     cpu0 = cpu_seconds(server_pid)
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as ex:
-        futs = [ex.submit(_client_process, port, cookie, paths, n, start, seconds, sum(per[:k]))
+        futs = [ex.submit(_client_process, port, cookie, paths, n, start, seconds, sum(per[:k]), think)
                 for k, n in enumerate(per) if n]
         parts = [f.result() for f in futs]
     cpu = cpu_seconds(server_pid) - cpu0
@@ -193,6 +198,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--writes", type=float, default=2.0,
                     help="changes synced per second during the second round (each one empties the page cache)")
+    ap.add_argument("--think-ms", type=float, default=100.0,
+                    help="a third round where each client waits this long (on average) between pages, as "
+                         "people clicking do; the first two rounds never wait (the machine's saturation)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -247,14 +255,16 @@ def main() -> None:
                  "board": ["/group/board"], "learner": [f"/group/learner/{lid}" for lid in ids]}
         hammer(port, cookie, [p for ps in pages.values() for p in ps], args.clients, 3.0, server.pid)  # warm-up
         results = {}
-        for rate in (0.0, args.writes) if args.writes else (0.0,):
+        rounds = [(0.0, 0.0)] + ([(args.writes, 0.0)] if args.writes else []) \
+            + ([(args.writes, args.think_ms / 1000)] if args.think_ms else [])
+        for rate, think in rounds:
             writer = Writer(port, tokens, rate) if rate else None
             if writer:
                 writer.start()
             for name, paths in pages.items():
-                label = name if not rate else f"{name}, {rate:g} syncs/s"
-                results[label] = r = hammer(port, cookie, paths, args.clients, args.seconds, server.pid)
-                print(f"  {label:<22} {r['requests']:>6} req  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
+                label = name + (f", {rate:g} syncs/s" if rate else "") + (f", {think * 1000:g} ms think" if think else "")
+                results[label] = r = hammer(port, cookie, paths, args.clients, args.seconds, server.pid, think=think)
+                print(f"  {label:<34} {r['requests']:>6} req  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:6.1f} ms"
                       f"  max {r['max_ms']:6.1f} ms  {r['req_s']:6.1f} req/s  server CPU {r['server_cpu_ms']:.2f} ms/req"
                       f"  errors {r['errors']}", flush=True)
             if writer:
