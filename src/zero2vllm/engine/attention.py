@@ -48,9 +48,9 @@ class StepContext:
     decode_kernel: object = None          # Triton decode (GPU) or None for the PyTorch path
 
 
-def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Scatter the new tokens' K and V ([T, kv_heads, head_dim] each) into their slots."""
-    kv_cache.view(-1, 2, *k.shape[1:]).index_copy_(0, slot_mapping, torch.stack((k, v), dim=1))
+def store_kv(kv_cache: torch.Tensor, kv: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Scatter the new tokens' K and V ([T, 2, kv_heads, head_dim], as a slot holds them) into their slots."""
+    kv_cache.view(-1, *kv.shape[1:]).index_copy_(0, slot_mapping, kv)
 
 
 def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) -> torch.Tensor:
