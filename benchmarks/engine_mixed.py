@@ -91,6 +91,7 @@ def run_engine(args, shape, reqs, dev, dtype) -> dict:
     weight_bytes = (params + mc.vocab_size * h) * torch.tensor([], dtype=getattr(torch, dtype)).element_size()
     kv_per_token = 2 * layers * mc.num_kv_heads * mc.head_dim * (2 if dtype == "bfloat16" else 4)
     floor = 0.0
+    split = {"with prompt tokens": [0, 0.0], "decode only": [0, 0.0]}  # steps, seconds in step()
     pending, by_id, done = deque(reqs), {}, []
     sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
     sync()
@@ -104,8 +105,11 @@ def run_engine(args, shape, reqs, dev, dtype) -> dict:
         if not engine.has_work():
             time.sleep(max(0.0, pending[0]["arrival"] - now))
             continue
+        t0 = time.perf_counter()
         got = engine.step()
         t = time.perf_counter() - start
+        kind = split["decode only" if all(n == 1 for _, n in engine.last_batch.items) else "with prompt tokens"]
+        kind[0], kind[1] = kind[0] + 1, kind[1] + time.perf_counter() - t0
         for seq in got:
             r = by_id[seq.seq_id]
             r.setdefault("first", t)
@@ -123,7 +127,7 @@ def run_engine(args, shape, reqs, dev, dtype) -> dict:
     steps = engine.stats.steps
     engine.shutdown()
     return summary("engine", done, wall, kv["paged"],
-                   {"steps": steps, "floor_s": floor, "floor_fraction": floor / wall,
+                   {"steps": steps, "step_split": split, "floor_s": floor, "floor_fraction": floor / wall,
                     "kv_util_contiguous_prompt_plus_max_tokens": kv["contiguous_prompt_plus_max_tokens"],
                     "preemptions": engine.scheduler.num_preemptions})
 
@@ -235,6 +239,7 @@ def main() -> None:
         print(f"| {r['system']} | {r['output_tok_s']:,.0f} | {r['ttft_mean_ms']:,.0f} / {r['ttft_p99_ms']:,.0f} | "
               f"{r['tpot_mean_ms']:.2f} / {r['tpot_p99_ms']:.2f} | {r['kv_util']:.1%} | {r['wall_s']:.2f} |")
     eng = results[0]
+    print("engine steps: " + ", ".join(f"{k} {n} in {sec:.2f} s" for k, (n, sec) in eng["step_split"].items()))
     print(f"engine: {eng['steps']} steps, floor {eng['floor_s']:.2f} s = {eng['floor_fraction']:.1%} of the measured "
           f"time (bandwidth {BANDWIDTH / 1e12:.1f} TB/s, matmul {MATMUL / 1e12:.0f} TFLOP/s)")
     if len(results) > 1:
