@@ -85,6 +85,7 @@ class ModelRunner:
 
             self.decode_kernel = load_cpu_decode_kernel(self.kv_cache[0], heads)
         if self.device.type == "cuda":
+            torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN plans each new prompt shape anew: tens of ms
             from .kernels.triton_attention import load_decode_kernel
 
             self.decode_kernel = load_decode_kernel(self.kv_cache[0], heads)
