@@ -7,7 +7,9 @@ Only attention needs to know which token belongs to which sequence; it gets that
 `StepContext` (attention.py) and reads earlier tokens' K/V from the paged cache.
 
 Two fusions save matmuls on every layer (the weights are concatenated once, at load time):
-q/k/v projections become one `qkv_proj`, gate/up become one `gate_up_proj`.
+q/k/v projections become one `qkv_proj`, gate/up become one `gate_up_proj`. On a GPU the small
+elementwise steps between the matmuls (`@fused`: RoPE, SiLU * up, residual add + RMSNorm) go
+through torch.compile, which fuses each into one or two kernels.
 Weights load from Hugging Face safetensors files by name (`load_weights`), no transformers.
 """
 

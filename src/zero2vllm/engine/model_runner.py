@@ -9,7 +9,8 @@ a 1B model's decode step launches ~300 small kernels, and launching them from Py
 than running them. Graph replay needs fixed shapes, so the batch is padded to the next captured
 size (padded rows write into the spare block and attend to one slot, so they stay finite) and
 the attention reads block tables with the Triton kernel, which loops over each sequence's own
-length.
+length. A graph holds the whole decode step, LM head and argmax included, and reads its inputs
+from one buffer that a step fills on the host (pinned, with numpy) and copies over once.
 """
 
 from __future__ import annotations
