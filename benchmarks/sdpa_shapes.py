@@ -33,8 +33,11 @@ def main():
     kw = dict(device="cuda", dtype=torch.bfloat16)
     print(torch.cuda.get_device_name(), torch.__version__, "cuDNN", torch.backends.cudnn.version())
 
+    extra = 16  # keys past the last query: the gathered blocks' padding
+
     def sdpa(n):
-        q, k, v = torch.randn(1, 32, n, 64, **kw), torch.randn(1, 8, n + 16, 64, **kw), torch.randn(1, 8, n + 16, 64, **kw)
+        q, k, v = torch.randn(1, 32, n, 64, **kw), torch.randn(1, 8, n + extra, 64, **kw), \
+            torch.randn(1, 8, n + extra, 64, **kw)
         return lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
 
     w = torch.randn(16384, 2048, **kw)
@@ -49,6 +52,12 @@ def main():
         first, again = first_and_again(sdpa, range(base, base + 5))
         print(f"SDPA causal GQA, cuDNN backend {'on ' if cudnn else 'off'}: first call at a new length {first:.2f} ms, "
               f"the same length again {again:.2f} ms")
+    extra = 0
+    first, again = first_and_again(sdpa, range(700, 705))
+    print(f"SDPA causal GQA, cuDNN off, as many keys as queries: first call {first:.2f} ms, again {again:.2f} ms")
+    extra = 16
+    first, again = first_and_again(sdpa, range(710, 715))
+    print(f"SDPA causal GQA, cuDNN off, 16 keys more than queries: first call {first:.2f} ms, again {again:.2f} ms")
     first, again = first_and_again(gemm, range(1000, 1005))
     print(f"matmul [n, 2048] x [2048, 16384]: first call at a new n {first:.2f} ms, again {again:.2f} ms")
 
