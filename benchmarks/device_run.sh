@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batched run on a lent GPU (the device tool): environment, then the GPU benchmarks, each
 # with its own time limit, logs under $OUT. Usage: bash benchmarks/device_run.sh PART...
-# Parts: env transformer engine engine-http breakdown naive hfbase hfstatic
+# Parts: env transformer engine engine-nocheck engine-http breakdown mixed mixed-engine naive hfbase hfstatic
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -18,6 +18,9 @@ for part in "$@"; do
     transformer) timeout 300 python3 benchmarks/transformer_train.py --device cuda --target 1.47 --baseline \
                      --json "$OUT/transformer.json" 2>&1 | tee "$OUT/transformer.log" | grep -v "^step" | tail -40 ;;
     engine) timeout 240 python3 benchmarks/engine_gpu.py --device cuda 2>&1 | tee "$OUT/engine.log" | tail -40 ;;
+    engine-nocheck) timeout 200 python3 benchmarks/engine_gpu.py --device cuda --no-check 2>&1 | tee "$OUT/engine.log" | tail -40 ;;
+    mixed) timeout 420 python3 benchmarks/engine_mixed.py --device cuda --json "$OUT/mixed.json" 2>&1 | tee "$OUT/mixed.log" | grep -v Warn | tail -12 ;;
+    mixed-engine) timeout 200 python3 benchmarks/engine_mixed.py --device cuda --no-hf 2>&1 | tee "$OUT/mixed.log" | grep -v Warn | tail -8 ;;
     engine-http) timeout 240 python3 benchmarks/engine_gpu.py --device cuda --http --no-check 2>&1 | tee "$OUT/engine_http.log" | tail -40 ;;
     naive) timeout 400 python3 benchmarks/naive_api_gpu.py --device cuda --out "$OUT/naive.json" 2>&1 | tee "$OUT/naive.log" | tail -40 ;;
     breakdown) timeout 240 python3 benchmarks/engine_gpu_breakdown.py --device cuda 2>&1 | tee "$OUT/breakdown.log" | tail -45 ;;

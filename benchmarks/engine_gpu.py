@@ -175,16 +175,23 @@ def main() -> None:
         batch = prompts(args.requests)
         sync(dev)
         start = time.perf_counter()
-        outs = engine.generate(batch, params)
+        seqs = [engine.add_request(p, params) for p in batch]
+        split = {"with prompt tokens": [0, 0.0], "decode only": [0, 0.0]}  # steps, seconds
+        while engine.has_work():
+            t = time.perf_counter()
+            engine.step()
+            kind = split["decode only" if all(n == 1 for _, n in engine.last_batch.items) else "with prompt tokens"]
+            kind[0], kind[1] = kind[0] + 1, kind[1] + time.perf_counter() - t
         sync(dev)
         wall = time.perf_counter() - start
-        out_tokens = sum(len(o["token_ids"]) for o in outs)
+        out_tokens = sum(s.num_completion_tokens for s in seqs)
         kv = engine.stats.kv_summary()
         say(f"run {attempt}: {args.requests} requests x ({args.input_len} + {args.output_len}): "
             f"{out_tokens / wall:,.0f} output tok/s, {(out_tokens + args.requests * args.input_len) / wall:,.0f} "
             f"total tok/s, {wall:.2f} s, {engine.stats.steps} steps, KV util {kv['paged']:.1%} (contiguous at "
             f"max_len: {kv['contiguous_max_len']:.1%}), preemptions {engine.scheduler.num_preemptions}  "
-            f"[target >= 15,000 output tok/s]")
+            f"[target >= 15,000 output tok/s]; steps: " + ", ".join(
+                f"{k} {n} in {1e3 * sec:.0f} ms" for k, (n, sec) in split.items()))
         if out_tokens / wall > results.get("output_tok_s", 0):
             results.update(requests=args.requests, output_tok_s=out_tokens / wall, wall_s=wall,
                            steps=engine.stats.steps, kv_util=kv["paged"], kv_util_contiguous=kv["contiguous_max_len"],

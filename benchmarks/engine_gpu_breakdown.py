@@ -4,6 +4,8 @@ LM head and sampling, and the bookkeeping after it, for steady decode at several
     PYTHONPATH=src python benchmarks/engine_gpu_breakdown.py --device cuda
     PYTHONPATH=src python benchmarks/engine_gpu_breakdown.py --tiny        # CPU smoke test
 
+Decode steps replay one CUDA graph holding the forward pass, the LM head and the argmax, so on
+those steps "forward" includes the LM head and "logits+sample" is reading the tokens back.
 Each part is timed with the host clock after a device synchronize, so a part's time is its own
 (this serialises what the engine may overlap: the sum is an upper bound of a real step). Then the
 eager model (no CUDA graphs) is profiled for one decode step at the largest batch, to name the
@@ -42,16 +44,20 @@ def timed_step(engine: LLMEngine, sync) -> dict[str, float]:
     t0 = time.perf_counter()
     batch = s.schedule()
     t0 = mark("schedule", t0)
+    seqs = [seq for seq, _ in batch.items]
     with torch.inference_mode():
-        input_ids, positions, ctx, logit_rows, seqs = r.prepare(batch)
-        t0 = mark("prepare", t0)
-        bs = len(batch.items)
-        if ctx.prefill is None and r.graphs and bs <= max(r.graphs):
-            hidden = r._replay_graph(input_ids, positions, ctx)[:bs]
+        if r.graphs and len(seqs) <= max(r.graphs) and all(q.num_uncomputed_tokens == 1 for q in seqs):
+            r._write_inputs(seqs)  # decode: the inputs in one copy; forward, LM head and argmax in the graph
+            t0 = mark("prepare", t0)
+            r.graphs[min(b for b in r.graphs if b >= len(seqs))].replay()
+            t0 = mark("forward", t0)
+            tokens = r.sample(r.gv["logits"][:len(seqs)], seqs, engine.eos_token_ids, r.gv["greedy"][:len(seqs)])
         else:
+            input_ids, positions, ctx, logit_rows, seqs = r.prepare(batch)
+            t0 = mark("prepare", t0)
             hidden = r.model(input_ids, positions, ctx)
-        t0 = mark("forward", t0)
-        tokens = r.sample(r.model.compute_logits(hidden[logit_rows]), seqs, engine.eos_token_ids)
+            t0 = mark("forward", t0)
+            tokens = r.sample(r.model.compute_logits(hidden[logit_rows]), seqs, engine.eos_token_ids)
         sampled = {seq.seq_id: tok for seq, tok in zip(seqs, tokens)}
         t0 = mark("logits+sample", t0)
     s.postprocess(batch, sampled, engine.eos_token_ids)

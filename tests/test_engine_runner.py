@@ -73,7 +73,7 @@ def test_loader_and_paths_match_hf(tiny_dir):
     assert sorted(graphed.runner.graphs) == [1, 2, 4, 8]
     replays = []
     real_replay = graphed.runner._replay_graph
-    graphed.runner._replay_graph = lambda *a: replays.append(a[0].shape[0]) or real_replay(*a)
+    graphed.runner._replay_graph = lambda seqs: replays.append(len(seqs)) or real_replay(seqs)
     got = [o["token_ids"] for o in graphed.generate(ps, SamplingParams(max_tokens=12, ignore_eos=True))]
     assert got == outs
     assert 6 in replays and len(replays) >= 10  # batch of 6 padded into the graph of 8
@@ -95,6 +95,20 @@ def test_sampling_min_tokens_and_stop(tiny_dir):
     draws = engine.generate([p] * 8, SamplingParams(max_tokens=6, temperature=1.5, ignore_eos=True))
     assert all(0 <= t < 300 for d in draws for t in d["token_ids"])
     assert any(d["token_ids"] != greedy for d in draws)
+
+
+def test_graph_path_holds_eos_back_like_the_eager_path(tiny_dir):
+    """The decode graph takes the argmax itself; a row held by min_tokens must still go through the logits."""
+    p = prompts()[2]
+    eager, graphed = engine_for(tiny_dir), engine_for(tiny_dir, max_num_seqs=8)
+    graphed.runner.capture_cuda_graphs()
+    greedy = eager.generate([p], SamplingParams(max_tokens=6, ignore_eos=True))[0]["token_ids"]
+    for engine in (eager, graphed):
+        engine.eos_token_ids = (greedy[1],)  # the second greedy token is EOS: held back until 4 tokens
+    held = [e.generate([p], SamplingParams(max_tokens=6, min_tokens=4))[0]["token_ids"] for e in (eager, graphed)]
+    assert held[0] == held[1]
+    assert len(held[1]) >= 4 and greedy[1] not in held[1][:4]
+    assert graphed.generate([p], SamplingParams(max_tokens=6))[0]["token_ids"] == greedy[:2]  # not held: stops
 
 
 def test_requests_that_cannot_fit_are_refused(tiny_dir):

@@ -48,9 +48,9 @@ class StepContext:
     decode_kernel: object = None          # Triton decode (GPU) or None for the PyTorch path
 
 
-def store_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Scatter the new tokens' K and V ([T, kv_heads, head_dim] each) into their slots."""
-    kv_cache.view(-1, 2, *k.shape[1:]).index_copy_(0, slot_mapping, torch.stack((k, v), dim=1))
+def store_kv(kv_cache: torch.Tensor, kv: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Scatter the new tokens' K and V ([T, 2, kv_heads, head_dim], as a slot holds them) into their slots."""
+    kv_cache.view(-1, *kv.shape[1:]).index_copy_(0, slot_mapping, kv)
 
 
 def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) -> torch.Tensor:
@@ -70,7 +70,9 @@ def gather_attention(q: torch.Tensor, kv_cache: torch.Tensor, group: AttnGroup) 
         q = q.view(num_seqs, group.max_q, -1, head_dim).transpose(1, 2)
     # One 2-D index_select copies whole blocks, K and V together (fast); a 5-D one goes element by element.
     kv = kv_cache.view(num_blocks, -1).index_select(0, group.block_tables.reshape(-1))
-    kv = kv.view(num_seqs, max_blocks * block_size, 2, kv_heads, head_dim)
+    # A causal prompt from position 0 needs no key past its last query; with as many keys as queries
+    # SDPA can use flash attention (padded to whole blocks, it fell back to its math kernel on a GPU).
+    kv = kv.view(num_seqs, max_blocks * block_size, 2, kv_heads, head_dim)[:, :group.max_q if group.causal else None]
     k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)  # [seqs, kv_heads, slots, head_dim]
     mask = group.mask
     if mask is None and not group.causal:  # decode rows attend to their first context_len slots

@@ -7,12 +7,15 @@ Only attention needs to know which token belongs to which sequence; it gets that
 `StepContext` (attention.py) and reads earlier tokens' K/V from the paged cache.
 
 Two fusions save matmuls on every layer (the weights are concatenated once, at load time):
-q/k/v projections become one `qkv_proj`, gate/up become one `gate_up_proj`.
+q/k/v projections become one `qkv_proj`, gate/up become one `gate_up_proj`. On a GPU the small
+elementwise steps between the matmuls (`@fused`: RoPE, SiLU * up, residual add + RMSNorm) go
+through torch.compile, which fuses each into one or two kernels.
 Weights load from Hugging Face safetensors files by name (`load_weights`), no transformers.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -56,6 +59,33 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def fused(fn):
+    """On CUDA, `fn` through torch.compile: Inductor fuses its elementwise ops into one or two kernels
+    (each a launch fewer in every layer of a decode step). Elsewhere, and until first used, `fn` as written."""
+    compiled = functools.cache(lambda: torch.compile(fn, dynamic=True))
+    return lambda *args: compiled()(*args) if args[0].is_cuda else fn(*args)
+
+
+@fused
+def rope_qkv(qkv: torch.Tensor, cos, sin, h: int, kvh: int, d: int):
+    """q with RoPE, and K (with RoPE) and V stacked as the cache stores them, from the fused projection."""
+    qk = apply_rope(qkv[:, :(h + kvh) * d].view(-1, h + kvh, d), cos, sin)  # q and k heads at once
+    return qk[:, :h], torch.stack((qk[:, h:], qkv[:, (h + kvh) * d:].view(-1, kvh, d)), dim=1)
+
+
+@fused
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@fused
+def add_rms_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, eps: float):
+    """(x + y, RMSNorm(x + y)): the residual add and the next norm in one pass."""
+    x = x + y
+    return x, rms_norm(x, weight, eps)
+
+
 def prepack_for_cpu(model: nn.Module) -> bool:
     """Give every Linear a oneDNN-packed weight, if this PyTorch has the ops and they agree with F.linear."""
     layers = [m for m in model.modules() if isinstance(m, Linear)]
@@ -84,11 +114,8 @@ class Attention(nn.Module):
         self.kv_cache = torch.empty(0)  # [num_blocks, block_size, 2, kv_heads, head_dim], set by the runner
 
     def forward(self, x, cos, sin, ctx: StepContext):
-        qkv = self.qkv_proj(x)
-        h, kvh, d = self.num_heads, self.num_kv_heads, self.head_dim
-        qk = apply_rope(qkv[:, :(h + kvh) * d].view(-1, h + kvh, d), cos, sin)  # q and k heads at once
-        q, k, v = qk[:, :h], qk[:, h:], qkv[:, (h + kvh) * d:].view(-1, kvh, d)
-        store_kv(self.kv_cache, k, v, ctx.slot_mapping)
+        q, kv = rope_qkv(self.qkv_proj(x), cos, sin, self.num_heads, self.num_kv_heads, self.head_dim)
+        store_kv(self.kv_cache, kv, ctx.slot_mapping)
         return self.o_proj(paged_attention(q, self.kv_cache, ctx))
 
 
@@ -99,8 +126,14 @@ class MLP(nn.Module):
         self.down_proj = RowParallelLinear(cfg.intermediate_size, cfg.hidden_size, tp)  # all-reduce 2
 
     def forward(self, x):
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_mul(self.gate_up_proj(x)))
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.is_cuda or x.dtype != torch.float32:  # one fused kernel, computing in fp32 as HF does
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    # fp32 on the CPU: Hugging Face's formula, the same bits with fewer small kernels than F.rms_norm
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
 class RMSNorm(nn.Module):
@@ -109,10 +142,7 @@ class RMSNorm(nn.Module):
         self.weight, self.eps = nn.Parameter(torch.ones(size)), eps
 
     def forward(self, x):
-        if x.is_cuda or x.dtype != torch.float32:  # one fused kernel, computing in fp32 as HF does
-            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-        # fp32 on the CPU: Hugging Face's formula, the same bits with fewer small kernels than F.rms_norm
-        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
+        return rms_norm(x, self.weight, self.eps)
 
 
 class DecoderLayer(nn.Module):
@@ -123,8 +153,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, ctx):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, ctx)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        norm = self.post_attention_layernorm
+        x, h = add_rms_norm(x, self.self_attn(self.input_layernorm(x), cos, sin, ctx), norm.weight, norm.eps)
+        return x + self.mlp(h)
 
 
 class LlamaModel(nn.Module):

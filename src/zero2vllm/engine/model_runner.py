@@ -9,14 +9,17 @@ a 1B model's decode step launches ~300 small kernels, and launching them from Py
 than running them. Graph replay needs fixed shapes, so the batch is padded to the next captured
 size (padded rows write into the spare block and attend to one slot, so they stay finite) and
 the attention reads block tables with the Triton kernel, which loops over each sequence's own
-length.
+length. A graph holds the whole decode step, LM head and argmax included, and reads its inputs
+from one buffer that a step fills on the host (pinned, with numpy) and copies over once.
 """
 
 from __future__ import annotations
 
 import ctypes
+import itertools
 import sys
 
+import numpy as np
 import torch
 
 from .attention import AttnGroup, StepContext, build_group
@@ -83,6 +86,7 @@ class ModelRunner:
 
             self.decode_kernel = load_cpu_decode_kernel(self.kv_cache[0], heads)
         if self.device.type == "cuda":
+            torch.backends.cuda.enable_cudnn_sdp(False)  # cuDNN plans each new prompt shape anew: tens of ms
             from .kernels.triton_attention import load_decode_kernel
 
             self.decode_kernel = load_decode_kernel(self.kv_cache[0], heads)
@@ -138,27 +142,30 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch, eos_token_ids: tuple[int, ...] = ()) -> dict[int, int]:
         """Compute the batch; return {seq_id: sampled token} for sequences that finished their prompt."""
-        input_ids, positions, ctx, logit_rows, sample_seqs = self.prepare(batch)
-        bs = len(batch.items)
-        if ctx.prefill is None and self.graphs and bs <= max(self.graphs):
-            hidden = self._replay_graph(input_ids, positions, ctx)[:bs]
+        seqs = [seq for seq, _ in batch.items]
+        if self.graphs and len(seqs) <= max(self.graphs) and all(s.num_uncomputed_tokens == 1 for s in seqs):
+            logits, greedy = self._replay_graph(seqs)  # decode only: forward, LM head and argmax in one graph
         else:
-            hidden = self.model(input_ids, positions, ctx)
-        if not sample_seqs or self.tp.rank:  # every rank has the same hidden states; rank 0 samples
+            input_ids, positions, ctx, logit_rows, seqs = self.prepare(batch)  # seqs: those that sample now
+            hidden, greedy = self.model(input_ids, positions, ctx), None
+            logits = self.model.compute_logits(hidden[logit_rows]) if seqs and not self.tp.rank else None
+        if not seqs or self.tp.rank:  # every rank has the same hidden states; rank 0 samples
             return {}
-        logits = self.model.compute_logits(hidden[logit_rows])
-        tokens = self.sample(logits, sample_seqs, eos_token_ids)
-        return {seq.seq_id: tok for seq, tok in zip(sample_seqs, tokens)}
+        return {seq.seq_id: tok for seq, tok in zip(seqs, self.sample(logits, seqs, eos_token_ids, greedy))}
 
-    def sample(self, logits: torch.Tensor, seqs: list[Sequence], eos_token_ids) -> list[int]:
-        """Greedy for temperature 0, else a draw from softmax(logits / T); EOS masked before min_tokens."""
-        for row, seq in enumerate(seqs):
-            p = seq.params
-            if seq.num_completion_tokens < p.min_tokens:
-                banned = list(p.stop_token_ids) + ([] if p.ignore_eos else list(eos_token_ids))
-                logits[row, banned] = float("-inf")
-        greedy = logits.argmax(-1)
+    def sample(self, logits: torch.Tensor, seqs: list[Sequence], eos_token_ids, greedy=None) -> list[int]:
+        """Greedy for temperature 0, else a draw from softmax(logits / T); EOS masked before min_tokens.
+
+        `greedy` is the argmax the CUDA graph already took: when nobody needs more, it is the answer."""
         temps = [s.params.temperature for s in seqs]
+        held = [row for row, s in enumerate(seqs) if s.num_completion_tokens < s.params.min_tokens]
+        if greedy is not None and not held and not any(temps):
+            return greedy.tolist()
+        logits = logits.float()  # a copy of the graph's bf16 logits; the eager path's fp32 ones as they are
+        for row in held:
+            p = seqs[row].params
+            logits[row, list(p.stop_token_ids) + ([] if p.ignore_eos else list(eos_token_ids))] = float("-inf")
+        greedy = logits.argmax(-1)
         if any(temps):
             t = torch.tensor(temps, device=logits.device).clamp(min=1e-5).unsqueeze(1)
             probs = torch.softmax(logits / t, dim=-1)
@@ -172,27 +179,24 @@ class ModelRunner:
 
     @torch.inference_mode()
     def capture_cuda_graphs(self) -> None:
-        """Record the decode forward pass at batch sizes 1, 2, 4, 8, 16, 32, ... up to max_num_seqs."""
-        cfg = self.config
-        max_bs = cfg.max_num_seqs
-        max_blocks = -(-cfg.max_model_len // self.block_size)
-        dev = self.device
-        self.gv = gv = {
-            "input_ids": torch.zeros(max_bs, dtype=torch.int64, device=dev),
-            "positions": torch.zeros(max_bs, dtype=torch.int64, device=dev),
-            "slots": torch.full((max_bs,), self.pad_block * self.block_size, dtype=torch.int64, device=dev),
-            "tables": torch.full((max_bs, max_blocks), self.pad_block, dtype=torch.int64, device=dev),
-            "context_lens": torch.ones(max_bs, dtype=torch.int64, device=dev),  # padded rows attend 1 slot: no NaN
-            "hidden": torch.zeros(max_bs, cfg.model_config.hidden_size, dtype=self.dtype, device=dev),
-        }
-        sizes = [b for b in (1, 2, 4, 8) if b < max_bs] + list(range(16, max_bs, 16)) + [max_bs]
+        """Record the decode step (forward, LM head, argmax) at batch sizes 1, 2, 4, 8, 16, 32, ... max_num_seqs."""
+        cfg, dev = self.config, self.device
+        m, width = cfg.max_num_seqs, -(-cfg.max_model_len // self.block_size)
+        # every input of a decode step lives in one buffer, so a step makes one host-to-device copy
+        self.host_in = torch.zeros(m * (4 + width), dtype=torch.int64, pin_memory=dev.type == "cuda")
+        self.dev_in = torch.zeros_like(self.host_in, device=dev)
+        ids, positions, slots, context_lens = self.dev_in[:4 * m].view(4, m)
+        tables = self.dev_in[4 * m:].view(m, width)
+        self._write_inputs([])  # padding everywhere: padded rows write the spare block and attend 1 slot
+        self.gv = gv = {"logits": torch.zeros(m, cfg.model_config.vocab_size, dtype=self.dtype, device=dev),
+                        "greedy": torch.zeros(m, dtype=torch.int64, device=dev)}
+        sizes = [b for b in (1, 2, 4, 8) if b < m] + list(range(16, m, 16)) + [m]
         for bs in sorted(set(sizes), reverse=True):  # largest first, so smaller ones reuse its memory
-            group = AttnGroup(gv["tables"][:bs], gv["context_lens"][:bs], None)  # mask: from context_lens
-            ctx = StepContext(gv["slots"][:bs], bs, group, None, self.decode_kernel)
-            args = (gv["input_ids"][:bs], gv["positions"][:bs], ctx)
+            ctx = StepContext(slots[:bs], bs, AttnGroup(tables[:bs], context_lens[:bs], None), None, self.decode_kernel)
 
-            def forward(bs=bs, args=args):
-                gv["hidden"][:bs] = self.model(*args)
+            def forward(bs=bs, ctx=ctx):
+                gv["logits"][:bs] = self.model.lm_head(self.model(ids[:bs], positions[:bs], ctx))
+                gv["greedy"][:bs] = gv["logits"][:bs].argmax(-1)  # bf16 -> fp32 is exact: the same argmax
 
             forward()  # warm-up (compiles the Triton kernel, settles the allocator)
             self.graphs[bs] = self._record(forward)
@@ -208,16 +212,29 @@ class ModelRunner:
         torch.cuda.synchronize()
         return graph
 
-    def _replay_graph(self, input_ids, positions, ctx: StepContext) -> torch.Tensor:
-        bs, gv = input_ids.shape[0], self.gv
-        size = min(b for b in self.graphs if b >= bs)
-        tables = ctx.decode.block_tables
-        gv["input_ids"][:bs] = input_ids
-        gv["positions"][:bs] = positions
-        gv["slots"].fill_(self.pad_block * self.block_size)
-        gv["slots"][:bs] = ctx.slot_mapping
-        gv["context_lens"].fill_(1)
-        gv["context_lens"][:bs] = ctx.decode.context_lens
-        gv["tables"][:bs, :tables.shape[1]] = tables
-        self.graphs[size].replay()
-        return gv["hidden"]
+    def _write_inputs(self, seqs: list[Sequence]) -> None:
+        """Decode inputs of `seqs` (rows after them: padding) into the pinned host buffer, then one copy."""
+        m, bs, n = self.config.max_num_seqs, self.block_size, len(seqs)
+        host = self.host_in.numpy()
+        ids, positions, slots, context_lens = host[:4 * m].reshape(4, m)
+        tables = host[4 * m:].reshape(m, -1)
+        tables.fill(self.pad_block)
+        positions[n:], context_lens[n:], slots[n:] = 0, 1, self.pad_block * bs
+        if n:
+            ids[:n] = [s.token_ids[-1] for s in seqs]
+            pos = positions[:n]
+            pos[:] = [s.num_computed_tokens for s in seqs]
+            context_lens[:n] = pos + 1
+            widths = np.array([len(s.block_table) for s in seqs])
+            rows = np.repeat(np.arange(n), widths)  # the block tables, flattened, scattered row by row
+            cols = np.arange(rows.size) - np.repeat(np.cumsum(widths) - widths, widths)
+            tables[rows, cols] = np.fromiter(itertools.chain.from_iterable(s.block_table for s in seqs),
+                                             np.int64, rows.size)
+            slots[:n] = tables[np.arange(n), pos // bs] * bs + pos % bs
+        self.dev_in.copy_(self.host_in)  # blocking: the next step may rewrite the host buffer at once
+
+    def _replay_graph(self, seqs: list[Sequence]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(seqs)
+        self._write_inputs(seqs)
+        self.graphs[min(b for b in self.graphs if b >= n)].replay()
+        return self.gv["logits"][:n], self.gv["greedy"][:n]
