@@ -31,4 +31,10 @@ if ! command -v bwrap >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-ge
     (apt-get install -y -q bubblewrap || (apt-get update -q && apt-get install -y -q bubblewrap)) >/dev/null 2>&1 \
         || echo "warning: could not install bubblewrap; checks fall back to rlimits and a process group"
 fi
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist) by default: on a 2-core machine the suite takes about 0.7x the time of
+# one process (docs/benchmarks.md, "The test suite"). Z2V_TEST_WORKERS=0 runs it in one process.
+workers=${Z2V_TEST_WORKERS:-2}
+if [ "$workers" = 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n "$workers" --dist worksteal "$@"

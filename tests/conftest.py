@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
+# A process started in the background by a non-interactive shell (or as a pytest-xdist worker)
+# inherits SIGINT ignored, and so would every server a test starts and then stops with SIGINT.
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed" / "000_e5b8c9ff3910d425.txt"
