@@ -110,7 +110,8 @@ def sync_cmd(app: AppContext, show_status: bool, as_json: bool) -> None:
             ui.echo_json(data)
             return
         if config is None:
-            click.echo(f"Not in a group ({data['pending']} local changes kept for when you join).")
+            n = data["pending"]
+            click.echo(f"Not in a group ({n} local change{'' if n == 1 else 's'} kept for when you join).")
             return
         who = (data["learner"] or {}).get("email", "?")
         click.echo(f"Server {data['server']} as {who}: {data['pending']} changes to push; "
