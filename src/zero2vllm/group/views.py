@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from zero2vllm.tracker import plan as planlib
 from zero2vllm.tracker import progress
@@ -72,16 +72,8 @@ def _parsed(conn, learner_id: int, row_version: str) -> planlib.Plan | None:
 
 
 def plan_start(start_date: str | None, imported_at: str | None) -> date | None:
-    """The Monday of week 1, by the local rule (progress.start_date): the chosen start snapped to
-    its Monday, else the Monday of the day the plan was imported (the learner's own date)."""
-    try:
-        if start_date:
-            return progress.monday_of(date.fromisoformat(start_date[:10]))
-        if imported_at:
-            return progress.monday_of(datetime.fromisoformat(imported_at).date())
-    except ValueError:
-        pass
-    return None
+    """The Monday of week 1: the local tool's rule (`progress.week_one`)."""
+    return progress.week_one(start_date, imported_at)
 
 
 def plans(conn, learner_ids: list[int] | None = None) -> dict[int, tuple[planlib.Plan | None, date | None]]:

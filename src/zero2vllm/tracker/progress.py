@@ -199,11 +199,21 @@ def start_date(store: Store) -> date:
     day blocks name weekdays ("Monday-Tuesday", "Weekend"); a start stored on another weekday
     (by an older version) counts from its Monday, as `z2v plan start` now snaps it."""
     row = store.get_plan()
-    if row and row["start_date"]:
-        return monday_of(date.fromisoformat(row["start_date"]))
-    if row:
-        return monday_of(datetime.fromisoformat(row["imported_at"]).astimezone().date())
-    return monday_of(local_day(now()))
+    return (row and week_one(row["start_date"], row["imported_at"])) or monday_of(local_day(now()))
+
+
+def week_one(start_date: str | None, imported_at: str | None) -> date | None:
+    """The Monday of week 1 from a plan row's two dates (also the group server's rule): the chosen
+    start snapped to its Monday, else the Monday of the day the plan was imported; None if neither
+    is a date."""
+    try:
+        if start_date:
+            return monday_of(date.fromisoformat(start_date[:10]))
+        if imported_at:
+            return monday_of(datetime.fromisoformat(imported_at).astimezone().date())
+    except ValueError:
+        pass
+    return None
 
 
 def week_dates(start: date, number: int) -> tuple[date, date]:
