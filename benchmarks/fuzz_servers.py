@@ -195,7 +195,7 @@ def rss_mb(pid: int) -> float:
 def start(kind: str, model: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if kind == "engine":
-        cmd = [sys.executable, "-m", "zero2vllm.engine.api_server", "--model", model, "--port", str(port),
+        cmd = [sys.executable, "-m", "zero2vllm", "serve", "engine", "--model", model, "--port", str(port),
                "--max-model-len", "256", "--num-kv-blocks", "128", "--max-num-seqs", "16", "--threads", "1"]
     else:
         cmd = [sys.executable, "-m", "zero2vllm", "serve", "naive", "--model", model, "--port", str(port),

@@ -111,6 +111,68 @@ def test_graph_path_holds_eos_back_like_the_eager_path(tiny_dir):
     assert graphed.generate([p], SamplingParams(max_tokens=6))[0]["token_ids"] == greedy[:2]  # not held: stops
 
 
+def _step_all(engine, after_step=None):
+    """Step until done, calling after_step(engine, seqs) between steps, where nothing may hold a
+    PENDING token; then every block must be back in the pool."""
+    from zero2vllm.engine.sequence import PENDING
+
+    seqs = list(engine.scheduler.waiting)
+    while engine.has_work():
+        engine.step()
+        assert not any(PENDING in s.token_ids for s in seqs)
+        if after_step:
+            after_step(engine, seqs)
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    return [(s.completion_token_ids, s.finish_reason) for s in seqs], engine
+
+
+def test_async_scheduling_gives_what_plain_steps_give(tiny_dir):
+    """Async steps launch a decode graph before reading the step before: a sequence's EOS or stop
+    token is seen one step late, so it was planned once too often. Every request must still get
+    the tokens and finish reason of plain steps: EOS, a stop token, min_tokens and temperature rows
+    (which run the plain way), preemption in a small pool, an abort while a step is in flight, and
+    a new prompt arriving just as a stop is in flight (the step after is a plain one)."""
+    ps = prompts()
+    greedy = [o["token_ids"] for o in engine_for(tiny_dir).generate(ps, SamplingParams(max_tokens=10,
+                                                                                       ignore_eos=True))]
+    # an EOS for sequence 1 and a stop token for sequence 2, each first produced at token 5 or later
+    (i, eos), (k, stop) = (next((j, t) for j, t in enumerate(out) if j >= 4 and t not in out[:j])
+                           for out in greedy[1:3])
+
+    def run(async_scheduling, blocks, after_step=None, temperature=0.0):
+        engine = engine_for(tiny_dir, max_num_seqs=8, num_kv_blocks=blocks, async_scheduling=async_scheduling)
+        engine.eos_token_ids = (eos,)
+        engine.runner.capture_cuda_graphs()
+        kinds = [dict(ignore_eos=True), dict(), dict(stop_token_ids=(stop,), ignore_eos=True), dict(min_tokens=3),
+                 dict(max_tokens=7), dict(temperature=temperature)]
+        for p, kw in zip(ps, kinds):
+            engine.add_request(p, SamplingParams(**{"max_tokens": 10, **kw}))
+        return _step_all(engine, after_step)
+
+    def abort_5(engine, seqs):  # as soon as it has 5 tokens (in async steps: the 6th is being computed)
+        if not seqs[5].is_finished and seqs[5].num_completion_tokens >= 5:
+            assert engine.inflight is not None or not engine.async_scheduling  # it is in a launched step
+            engine.abort(seqs[5])
+
+    def arrive_at_eos(engine, seqs):  # a new prompt when sequence 1's EOS is on the GPU: a plain step next
+        if seqs[1].num_completion_tokens == i and len(seqs) == 6:
+            seqs.append(engine.add_request(ps[4], SamplingParams(max_tokens=4)))
+
+    plain = {}
+    for blocks, after_step in ((64, None), (12, None), (64, abort_5), (64, arrive_at_eos)):
+        (plain[after_step], _), (fast, engine) = run(False, blocks, after_step), run(True, blocks, after_step)
+        assert fast == plain[after_step], (blocks, after_step)
+        assert engine.runner.launches >= 4, engine.runner.launches  # the async path ran
+        if blocks == 12:
+            assert engine.scheduler.num_preemptions > 0
+    assert plain[None][1] == (greedy[1][:i + 1], "stop") and plain[None][2] == (greedy[2][:k + 1], "stop")
+    assert plain[abort_5][5][1] == "abort" and len(plain[abort_5][5][0]) == 5
+    assert len(plain[arrive_at_eos]) == 7 and plain[arrive_at_eos][6][1] == "length"
+    # a sampled row makes every step it is in a plain one (the graph only takes the argmax)
+    sampled, _ = run(True, 64, temperature=1.0)
+    assert sampled[:5] == plain[None][:5]
+
+
 def test_requests_that_cannot_fit_are_refused(tiny_dir):
     engine = engine_for(tiny_dir)
     with pytest.raises(ValueError, match="max_model_len"):
@@ -148,7 +210,7 @@ def test_benchmark_scripts_run_on_the_cpu(tiny_dir):
     assert gpu.returncode == 0, gpu.stderr[-2000:]
     result = json.loads(gpu.stdout.strip().splitlines()[-1])
     assert result["check_ok"] is True and result["output_tok_s"] > 0 and result["single_tpot_ms"] > 0
-    assert result["http"]["completed"] == result["requests"]
+    assert result["http"]["plain"]["completed"] == result["requests"]  # on the CPU: no graphs, plain steps only
 
 
 KERNEL_CHECK = """

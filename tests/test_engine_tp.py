@@ -107,7 +107,7 @@ def test_tp2_gives_tp1_tokens_with_prefix_caching_and_preemption(tiny_dir):
 
 def test_a_size_that_does_not_divide_the_heads_is_one_line_before_any_process(tiny_dir, capsys):
     from zero2vllm.engine import EngineConfig
-    from zero2vllm.engine.api_server import main
+    from zero2vllm.commands.serve_engine import main
 
     with pytest.raises(ValueError, match="tensor_parallel_size must divide"):
         EngineConfig(model=str(tiny_dir), tensor_parallel_size=3)

@@ -101,7 +101,7 @@ def _print_step(step: dict) -> None:
 @click.pass_context
 def serve_engine(ctx: click.Context) -> None:
     """zero2vllm's engine behind an OpenAI-compatible API (--help for its options)."""
-    from zero2vllm.engine.api_server import main as server_main
+    from zero2vllm.commands.serve_engine import main as server_main
 
     sys.exit(server_main(list(ctx.args)))
 

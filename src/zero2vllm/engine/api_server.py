@@ -14,16 +14,14 @@ Every bad request is a 4xx in vLLM's shape, `{"error": {"message", "type", "para
 Like vLLM's server it refuses cross-site drives: POST bodies must be application/json, the Host
 must be a loopback name when bound to loopback, and `--api-key` requires `Authorization: Bearer`.
 
-    python -m zero2vllm.engine.api_server --model smollm2 --port 8000     (or: z2v serve engine)
+Started by `z2v serve engine --model smollm2 --port 8000` (its flags: commands/serve_engine.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import json
-import sys
 import threading
 import time
 import uuid
@@ -165,26 +163,22 @@ class Server:
             ("vllm:num_requests_running", "gauge", "Requests in the running batch.", m["running"]),
             ("vllm:num_requests_waiting", "gauge", "Requests queued (new or preempted).", len(m["waiting_ids"])),
             ("vllm:kv_cache_usage_perc", "gauge", "Fraction of KV blocks in use (1 = full).", used / m["num_blocks"]),
-            ("vllm:num_preemptions_total", "counter", "Sequences preempted (KV dropped, recomputed later).",
-             m["preemptions"]),
-            ("vllm:prefix_cache_queries_total", "counter", "Prompt tokens looked up in the prefix cache.",
-             m["prefix_queries"]),
+            ("vllm:num_preemptions_total", "counter", "Sequences preempted (KV dropped).", m["preemptions"]),
+            ("vllm:prefix_cache_queries_total", "counter", "Prompt tokens looked up.", m["prefix_queries"]),
             ("vllm:prefix_cache_hits_total", "counter", "Prompt tokens found in the prefix cache.", m["prefix_hits"]),
             ("vllm:prompt_tokens_total", "counter", "Prompt tokens received.", self.prompt_tokens),
             ("vllm:generation_tokens_total", "counter", "Tokens generated.", stats.tokens_generated),
             ("vllm:request_success_total", "counter", "Requests finished.", stats.requests_finished),
             ("z2v_engine_kv_blocks_used", "gauge", "KV blocks held by sequences.", used),
-            ("z2v_engine_kv_blocks_free", "gauge", "KV blocks on the free list (some still prefix-cached).",
-             m["free_blocks"]),
+            ("z2v_engine_kv_blocks_free", "gauge", "KV blocks free (some still prefix-cached).", m["free_blocks"]),
             ("z2v_engine_kv_block_size", "gauge", "Tokens per KV block.", m["block_size"]),
             ("z2v_engine_steps_total", "counter", "Engine steps (forward passes).", stats.steps),
             ("z2v_engine_kv_utilization", "gauge", "Tokens stored / slots allocated, mean over steps.", kv["paged"]),
-            ("z2v_engine_kv_utilization_contiguous", "gauge",
-             "The same tokens over a contiguous max_model_len slab per request.", kv["contiguous_max_len"]),
+            ("z2v_engine_kv_utilization_contiguous", "gauge", "The same over max_model_len slabs.",
+             kv["contiguous_max_len"]),
             # the sums behind the two means, so a client can take the mean over its own run
             ("z2v_engine_kv_steps_total", "counter", "Steps with sequences holding KV.", stats.kv_steps),
-            ("z2v_engine_kv_utilization_sum_total", "counter", "Sum over steps of the paged utilisation.",
-             stats.kv_util_sum),
+            ("z2v_engine_kv_utilization_sum_total", "counter", "Sum of the paged utilisation.", stats.kv_util_sum),
             ("z2v_engine_kv_utilization_contiguous_sum_total", "counter",
              "Sum over steps of the contiguous utilisation.", stats.contiguous_max_sum),
         ]
@@ -216,73 +210,3 @@ class Server:
 async def _send_event(ex: Exchange, obj) -> None:
     data = obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))
     await ex.send_chunk(f"data: {data}\n\n".encode())
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="z2v serve engine", description="Serve a Llama-architecture model with "
-                                 "zero2vllm's engine behind an OpenAI-compatible API.")
-    ap.add_argument("--model", default="smollm2", help="smollm2 | a Hugging Face model folder | a cached HF id")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on /v1/ (as vLLM)")
-    ap.add_argument("--served-model-name", default=None, help="the name /v1/models reports (default: folder name)")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default=None, help="float32 (CPU default) or bfloat16 (CUDA default)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    ap.add_argument("--block-size", type=int, default=16)
-    ap.add_argument("--kv-cache-gb", type=float, default=1.0)
-    ap.add_argument("--num-kv-blocks", type=int, default=None, help="overrides --kv-cache-gb")
-    ap.add_argument("--max-num-seqs", type=int, default=64)
-    ap.add_argument("--max-num-batched-tokens", type=int, default=2048,
-                    help="token budget per step (default 2048, vLLM's for its CPU server)")
-    ap.add_argument("--max-model-len", type=int, default=None)
-    ap.add_argument("--no-prefix-caching", action="store_true")
-    ap.add_argument("--no-cpu-kernel", action="store_true",
-                    help="CPU: decode attention by gather + SDPA instead of the C++ kernel (to compare)")
-    ap.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")
-    ap.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
-                    help="split the model across N processes: N GPUs on CUDA (NCCL), N CPU ranks (gloo)")
-    return ap
-
-
-def engine_from_args(args) -> tuple[LLMEngine, str]:
-    from zero2vllm.models import ensure_model_dir
-
-    from .config import EngineConfig
-    from .sequence import SamplingParams
-
-    folder = ensure_model_dir(args.model)
-    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
-    config = EngineConfig(model=str(folder), device=args.device, dtype=dtype, block_size=args.block_size,
-                          kv_cache_gb=args.kv_cache_gb, num_kv_blocks=args.num_kv_blocks,
-                          max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
-                          max_model_len=args.max_model_len, enable_prefix_caching=not args.no_prefix_caching,
-                          enforce_eager=args.enforce_eager, num_threads=args.threads,
-                          cpu_decode_kernel=not args.no_cpu_kernel, tensor_parallel_size=args.tensor_parallel_size)
-    engine = LLMEngine(config)
-    engine.generate([[1, 2, 3, 4]], SamplingParams(max_tokens=2))  # warm-up: first-call costs before serving
-    engine.stats = type(engine.stats)()
-    return engine, args.served_model_name or folder.name
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        engine, name = engine_from_args(args)
-    except Exception as exc:  # a bad --model (ModelError), config.json, or flag value: one line, no trace
-        print(f"Error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(Server(engine, name, api_key=args.api_key).serve(args.host, args.port))
-    except OSError as exc:
-        print(f"Error: cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.shutdown()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

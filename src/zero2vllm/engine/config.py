@@ -74,6 +74,7 @@ class EngineConfig:
     max_model_len: int | None = None     # None: the model's max_position_embeddings (capped 4096)
     enable_prefix_caching: bool = True
     enforce_eager: bool = False          # on CUDA: False captures CUDA graphs for decode steps
+    async_scheduling: bool = True        # with CUDA graphs: plan the next step while the GPU runs this one
     prepack_weights: bool = True         # on CPU: oneDNN-packed weights (faster small-batch matmuls)
     cpu_decode_kernel: bool = True       # on CPU: decode attention in C++ (cpu_attention.py), not gather + SDPA
     num_threads: int | None = None       # torch CPU threads (None: all cores, shared by the ranks)

@@ -5,6 +5,12 @@ runner computes, the scheduler advances the sequences, finished ones leave. Ever
 here is bookkeeping that a server or a benchmark wants: tokenizing, counters, and the KV
 utilisation numbers (tokens stored / slots allocated, against a contiguous allocator).
 
+Async scheduling (vLLM's `--async-scheduling`), for greedy decode steps in CUDA graphs: a step
+launches its forward pass, and only then reads the tokens of the step before it. Those tokens
+were stood in for by PENDING (so the scheduler could plan this step without them) and the graph
+read them on the GPU. The host's planning and bookkeeping thus run while the GPU computes. A
+sequence found to have stopped was planned one step too many: that row is dropped.
+
 This class is the engine's one door: the server and the trace call `make_sequence`/`add`,
 `abort`/`abort_all`, `step` and `metrics()`, never the scheduler or the block manager.
 """
@@ -16,9 +22,9 @@ from dataclasses import dataclass
 
 from .block_manager import BlockManager
 from .config import EngineConfig
-from .model_runner import ModelRunner
+from .model_runner import Launched, ModelRunner
 from .scheduler import ScheduledBatch, Scheduler
-from .sequence import BadParam, SamplingParams, Sequence
+from .sequence import PENDING, BadParam, SamplingParams, Sequence
 
 
 @dataclass
@@ -68,6 +74,8 @@ class LLMEngine:
         self.eos_token_ids = tuple(sorted(eos))
         self.stats = EngineStats()
         self.last_batch: ScheduledBatch | None = None
+        self.async_scheduling = config.async_scheduling and hasattr(self.runner, "launch")
+        self.inflight: Launched | None = None  # the step the GPU runs whose tokens are not read yet
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
                     request_id: str | None = None) -> Sequence:
@@ -108,6 +116,7 @@ class LLMEngine:
         seqs = [*self.scheduler.running, *self.scheduler.waiting]
         for seq in seqs:
             self.scheduler.abort(seq)
+        self.inflight = None
         return seqs
 
     def metrics(self) -> dict:
@@ -125,24 +134,46 @@ class LLMEngine:
             self.runner.shutdown()
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work()
+        return self.inflight is not None or self.scheduler.has_work()
 
     def step(self) -> list[Sequence]:
         """Plan, compute, advance. Returns the sequences that got a new token (finished or not)."""
         started = time.perf_counter()
+        prev, self.inflight = self.inflight, None
+        if prev is not None:  # its sequences (less any aborted since) move past it now; tokens are read below
+            prev.batch.items = [(seq, n) for seq, n in prev.batch.items if not seq.is_finished]
+            pending = dict.fromkeys((seq.seq_id for seq, _ in prev.batch.items), PENDING)
+            prev.finished = self.scheduler.postprocess(prev.batch, pending, self.eos_token_ids)
         batch = self.scheduler.schedule()
         self.last_batch = batch
-        if not batch:
-            if self.scheduler.waiting and not self.scheduler.running:
+        if batch and self.async_scheduling:  # launch returns None when this step must run the plain way
+            self.inflight = self.runner.launch(batch)
+        updated = self._resolve(prev, started) if prev is not None else []
+        batch.items = [(seq, n) for seq, n in batch.items if not seq.is_finished]  # stopped in _resolve
+        if self.inflight is not None or not batch:
+            if not batch and not updated and self.scheduler.waiting and not self.scheduler.running:
                 raise RuntimeError("the KV pool cannot hold the next request; raise num_kv_blocks")
-            return []
+            return updated
         try:
             sampled, failed = self.runner.run(batch, self.eos_token_ids), []
         except Exception:  # noqa: BLE001 - find who failed; the rest of the batch goes on
             sampled, failed = self._run_one_by_one(batch)
         finished = self.scheduler.postprocess(batch, sampled, self.eos_token_ids)
         self._count(batch, sampled, finished, time.perf_counter() - started)
-        return [seq for seq, _ in batch.items if seq.seq_id in sampled] + failed
+        return updated + [seq for seq, _ in batch.items if seq.seq_id in sampled] + failed
+
+    def _resolve(self, launched: Launched, started: float) -> list[Sequence]:
+        """Read a launched step's tokens (waiting for the GPU) into the PENDING places it left."""
+        tokens = launched.tokens()
+        seqs = [seq for seq, _ in launched.batch.items]
+        for seq in seqs:
+            seq.token_ids[-1] = tokens[seq.seq_id]
+            if seq.finish_reason is None and seq.stops_on(seq.token_ids[-1], self.eos_token_ids):
+                self.scheduler.abort(seq)  # frees its blocks; in the step just launched, its row is dropped
+                seq.finish_reason = "stop"
+                launched.finished.append(seq)
+        self._count(launched.batch, seqs, launched.finished, time.perf_counter() - started)
+        return seqs
 
     def _run_one_by_one(self, batch: ScheduledBatch) -> tuple[dict, list[Sequence]]:
         """Rerun a failed step one sequence at a time; drop (finish_reason "error") those that fail alone."""

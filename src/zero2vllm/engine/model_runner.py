@@ -11,6 +11,10 @@ size (padded rows write into the spare block and attend to one slot, so they sta
 the attention reads block tables with the Triton kernel, which loops over each sequence's own
 length. A graph holds the whole decode step, LM head and argmax included, and reads its inputs
 from one buffer that a step fills on the host (pinned, with numpy) and copies over once.
+
+`launch` starts such a step and returns before its tokens are read (async scheduling, driven by
+llm_engine.py): a token the host does not know yet is read inside the graph from the previous
+step's argmax, and the argmax is copied into one of two pinned buffers for the host to read later.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,7 +32,23 @@ from .config import EngineConfig
 from .model import LlamaModel, load_weights, prepack_for_cpu
 from .parallel import TPGroup
 from .scheduler import ScheduledBatch
-from .sequence import Sequence
+from .sequence import PENDING, Sequence
+
+
+@dataclass
+class Launched:
+    """A decode step running on the GPU whose tokens the host has not read yet."""
+
+    batch: ScheduledBatch
+    seq_ids: list[int]            # the graph's rows, in order
+    host: torch.Tensor            # pinned: the argmax lands here
+    done: object                  # a CUDA event after that copy (None on the CPU)
+    finished: list = field(default_factory=list)
+
+    def tokens(self) -> dict[int, int]:
+        if self.done is not None:
+            self.done.synchronize()
+        return dict(zip(self.seq_ids, self.host.tolist()))
 
 
 def keep_freed_memory() -> None:
@@ -55,8 +76,7 @@ class ModelRunner:
         self.tp = tp = tp or TPGroup()
         mc = cfg.model_config
         heads, kv_heads = mc.num_heads // tp.size, mc.num_kv_heads // tp.size  # this rank's
-        self.device = torch.device(cfg.device)
-        self.dtype = getattr(torch, cfg.dtype)
+        self.device, self.dtype = torch.device(cfg.device), getattr(torch, cfg.dtype)
         if self.device.type == "cpu":
             keep_freed_memory()
             if cfg.num_threads:
@@ -78,9 +98,7 @@ class ModelRunner:
         for i, layer in enumerate(self.model.layers):
             layer.self_attn.kv_cache = self.kv_cache[i]
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.decode_kernel = None
-        self.graphs: dict = {}
-        self.graph_pool = None
+        self.decode_kernel, self.graphs, self.graph_pool = None, {}, None  # graphs: batch size -> CUDA graph
         if self.device.type == "cpu" and cfg.cpu_decode_kernel:
             from .kernels.cpu_attention import load_cpu_decode_kernel
 
@@ -153,6 +171,25 @@ class ModelRunner:
             return {}
         return {seq.seq_id: tok for seq, tok in zip(seqs, self.sample(logits, seqs, eos_token_ids, greedy))}
 
+    @torch.inference_mode()
+    def launch(self, batch: ScheduledBatch) -> Launched | None:
+        """Start a decode step without waiting for its tokens, or None if it must run the plain way:
+        prompt tokens, no graph that large, or a row whose token the in-graph argmax cannot pick."""
+        seqs = [seq for seq, _ in batch.items]
+        if not self.graphs or len(seqs) > max(self.graphs) or any(
+                s.num_uncomputed_tokens != 1 or s.params.temperature or s.num_completion_tokens < s.params.min_tokens
+                for s in seqs):
+            return None
+        _, greedy = self._replay_graph(seqs)
+        self.launches += 1
+        host = self.host_out[self.launches % 2, :len(seqs)]  # the other buffer may still be unread
+        host.copy_(greedy, non_blocking=True)
+        done = torch.cuda.Event() if self.device.type == "cuda" else None
+        if done is not None:
+            done.record()
+        self.prev_rows = {s.seq_id: row for row, s in enumerate(seqs)}
+        return Launched(batch, list(self.prev_rows), host, done)
+
     def sample(self, logits: torch.Tensor, seqs: list[Sequence], eos_token_ids, greedy=None) -> list[int]:
         """Greedy for temperature 0, else a draw from softmax(logits / T); EOS masked before min_tokens.
 
@@ -183,10 +220,12 @@ class ModelRunner:
         cfg, dev = self.config, self.device
         m, width = cfg.max_num_seqs, -(-cfg.max_model_len // self.block_size)
         # every input of a decode step lives in one buffer, so a step makes one host-to-device copy
-        self.host_in = torch.zeros(m * (4 + width), dtype=torch.int64, pin_memory=dev.type == "cuda")
+        self.host_in = torch.zeros(m * (5 + width), dtype=torch.int64, pin_memory=dev.type == "cuda")
         self.dev_in = torch.zeros_like(self.host_in, device=dev)
-        ids, positions, slots, context_lens = self.dev_in[:4 * m].view(4, m)
-        tables = self.dev_in[4 * m:].view(m, width)
+        ids, positions, slots, context_lens, src = self.dev_in[:5 * m].view(5, m)
+        tables = self.dev_in[5 * m:].view(m, width)
+        self.host_out = torch.zeros(2, m, dtype=torch.int64, pin_memory=dev.type == "cuda")
+        self.launches, self.prev_rows = 0, {}
         self._write_inputs([])  # padding everywhere: padded rows write the spare block and attend 1 slot
         self.gv = gv = {"logits": torch.zeros(m, cfg.model_config.vocab_size, dtype=self.dtype, device=dev),
                         "greedy": torch.zeros(m, dtype=torch.int64, device=dev)}
@@ -195,7 +234,9 @@ class ModelRunner:
             ctx = StepContext(slots[:bs], bs, AttnGroup(tables[:bs], context_lens[:bs], None), None, self.decode_kernel)
 
             def forward(bs=bs, ctx=ctx):
-                gv["logits"][:bs] = self.model.lm_head(self.model(ids[:bs], positions[:bs], ctx))
+                # a token still on the GPU (src >= 0) is row src of the previous step's argmax
+                tokens = torch.where(src[:bs] >= 0, gv["greedy"][src[:bs].clamp(min=0)], ids[:bs])
+                gv["logits"][:bs] = self.model.lm_head(self.model(tokens, positions[:bs], ctx))
                 gv["greedy"][:bs] = gv["logits"][:bs].argmax(-1)  # bf16 -> fp32 is exact: the same argmax
 
             forward()  # warm-up (compiles the Triton kernel, settles the allocator)
@@ -216,12 +257,13 @@ class ModelRunner:
         """Decode inputs of `seqs` (rows after them: padding) into the pinned host buffer, then one copy."""
         m, bs, n = self.config.max_num_seqs, self.block_size, len(seqs)
         host = self.host_in.numpy()
-        ids, positions, slots, context_lens = host[:4 * m].reshape(4, m)
-        tables = host[4 * m:].reshape(m, -1)
+        ids, positions, slots, context_lens, src = host[:5 * m].reshape(5, m)
+        tables = host[5 * m:].reshape(m, -1)
         tables.fill(self.pad_block)
-        positions[n:], context_lens[n:], slots[n:] = 0, 1, self.pad_block * bs
+        ids[n:], positions[n:], context_lens[n:], slots[n:], src[n:] = 0, 0, 1, self.pad_block * bs, -1
         if n:
-            ids[:n] = [s.token_ids[-1] for s in seqs]
+            ids[:n] = last = [s.token_ids[-1] for s in seqs]
+            src[:n] = [self.prev_rows[s.seq_id] if t == PENDING else -1 for s, t in zip(seqs, last)]
             pos = positions[:n]
             pos[:] = [s.num_computed_tokens for s in seqs]
             context_lens[:n] = pos + 1

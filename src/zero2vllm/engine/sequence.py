@@ -50,6 +50,9 @@ class SamplingParams:
             raise BadParam("stop_token_ids", f"stop_token_ids must be token ids in [0, {vocab_size})")
 
 
+PENDING = -1  # a token the GPU sampled that the host has not read yet (async scheduling, llm_engine.py)
+
+
 class Status(Enum):
     WAITING = auto()    # in the queue: not admitted yet, or preempted (its KV was dropped)
     RUNNING = auto()    # holds blocks; computed a bit more every step
@@ -102,15 +105,18 @@ class Sequence:
     def append_token(self, token_id: int, eos_token_ids: tuple[int, ...]) -> None:
         """Add a sampled token and decide whether the sequence is done."""
         self.token_ids.append(token_id)
-        p = self.params
-        if self.num_completion_tokens >= p.max_tokens:
+        if self.num_completion_tokens >= self.params.max_tokens:
             self.finish_reason = "length"
-        elif self.num_completion_tokens >= p.min_tokens and (
-            token_id in p.stop_token_ids or (not p.ignore_eos and token_id in eos_token_ids)
-        ):
+        elif self.stops_on(token_id, eos_token_ids):
             self.finish_reason = "stop"
         if self.finish_reason:
             self.status = Status.FINISHED
+
+    def stops_on(self, token_id: int, eos_token_ids: tuple[int, ...]) -> bool:
+        """Whether the newest token, `token_id`, ends the sequence (EOS unless ignore_eos; none before min_tokens)."""
+        p = self.params
+        return self.num_completion_tokens >= p.min_tokens and (
+            token_id in p.stop_token_ids or (not p.ignore_eos and token_id in eos_token_ids))
 
     def __repr__(self) -> str:
         return (f"Sequence(id={self.seq_id}, tokens={len(self)}, computed={self.num_computed_tokens}, "
