@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One batched run on a lent GPU (the device tool): environment, then the GPU benchmarks, each
 # with its own time limit, logs under $OUT. Usage: bash benchmarks/device_run.sh PART...
-# Parts: env transformer engine engine-nocheck engine-http breakdown mixed mixed-engine naive hfbase hfstatic
+# Parts: env transformer engine engine-nocheck engine-http breakdown profile kernel mixed mixed-engine naive hfbase hfstatic
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -23,6 +23,8 @@ for part in "$@"; do
     mixed-engine) timeout 200 python3 benchmarks/engine_mixed.py --device cuda --no-hf 2>&1 | tee "$OUT/mixed.log" | grep -v Warn | tail -8 ;;
     engine-http) timeout 240 python3 benchmarks/engine_gpu.py --device cuda --http --no-check 2>&1 | tee "$OUT/engine_http.log" | tail -40 ;;
     naive) timeout 400 python3 benchmarks/naive_api_gpu.py --device cuda --out "$OUT/naive.json" 2>&1 | tee "$OUT/naive.log" | tail -40 ;;
+    profile) timeout 300 python3 benchmarks/engine_step_profile.py --device cuda 2>&1 | tee "$OUT/profile.log" | grep -v Warn | head -40 ;;
+    kernel) timeout 200 python3 benchmarks/triton_decode_bench.py $( [ -f build/old_triton_attention.py ] && echo --baseline build/old_triton_attention.py ) 2>&1 | tee "$OUT/kernel.log" | tail -20 ;;
     breakdown) timeout 240 python3 benchmarks/engine_gpu_breakdown.py --device cuda 2>&1 | tee "$OUT/breakdown.log" | tail -45 ;;
     hfstatic) timeout 400 python3 benchmarks/hf_static_baseline.py 2>&1 | tee "$OUT/hf_static.log" | grep -v Warning | tail -6 ;;
     hfbase) timeout 200 python3 benchmarks/hf_naive_baseline.py 2>&1 | tee "$OUT/hf_baseline.log" | tail -12 ;;

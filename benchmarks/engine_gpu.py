@@ -152,63 +152,70 @@ def main() -> None:
     params = SamplingParams(max_tokens=args.output_len, ignore_eos=True)
     engine.generate(prompts(4), SamplingParams(max_tokens=8, ignore_eos=True))  # warm-up
 
-    # 2. one request alone: TTFT is the prefill step, TPOT the mean decode step
-    seq = engine.add_request(prompts(1)[0], params)
-    sync(dev)
-    start = time.perf_counter()
-    first = None
-    while engine.has_work():
-        engine.step()
-        if first is None:
-            first = time.perf_counter()
-    sync(dev)
-    e2e = time.perf_counter() - start
-    tpot = (e2e - (first - start)) / (seq.num_completion_tokens - 1)
-    results.update(single_ttft_ms=1e3 * (first - start), single_tpot_ms=1e3 * tpot)
-    say(f"single request: TTFT {1e3 * (first - start):.1f} ms, TPOT {1e3 * tpot:.2f} ms "
-        f"({1 / tpot:.0f} tok/s)  [target TPOT <= 3 ms]")
-
-    # 3. all requests at once, twice: the first run also pays one-time costs (kernel selection, allocator)
-    for attempt in (1, 2):
-        engine.stats = type(engine.stats)()
-        engine.scheduler.num_preemptions = 0
-        batch = prompts(args.requests)
+    # 2 and 3, with async scheduling (the default) and then without it ("plain": each step's tokens
+    # are read before the next is planned), in the same process; plain results are saved as plain_*
+    modes = ("async", "plain") if engine.async_scheduling and r.graphs else ("plain",)
+    for mode in modes:
+        engine.async_scheduling = mode == "async"
+        key = "plain_" if mode == "plain" and len(modes) == 2 else ""
+        # 2. one request alone: TTFT is the prefill step, TPOT the mean decode step
+        seq = engine.add_request(prompts(1)[0], params)
         sync(dev)
         start = time.perf_counter()
-        seqs = [engine.add_request(p, params) for p in batch]
-        split = {"with prompt tokens": [0, 0.0], "decode only": [0, 0.0]}  # steps, seconds
+        first = None
         while engine.has_work():
-            t = time.perf_counter()
             engine.step()
-            kind = split["decode only" if all(n == 1 for _, n in engine.last_batch.items) else "with prompt tokens"]
-            kind[0], kind[1] = kind[0] + 1, kind[1] + time.perf_counter() - t
+            if first is None:
+                first = time.perf_counter()
         sync(dev)
-        wall = time.perf_counter() - start
-        out_tokens = sum(s.num_completion_tokens for s in seqs)
-        kv = engine.stats.kv_summary()
-        say(f"run {attempt}: {args.requests} requests x ({args.input_len} + {args.output_len}): "
-            f"{out_tokens / wall:,.0f} output tok/s, {(out_tokens + args.requests * args.input_len) / wall:,.0f} "
-            f"total tok/s, {wall:.2f} s, {engine.stats.steps} steps, KV util {kv['paged']:.1%} (contiguous at "
-            f"max_len: {kv['contiguous_max_len']:.1%}), preemptions {engine.scheduler.num_preemptions}  "
-            f"[target >= 15,000 output tok/s]; steps: " + ", ".join(
-                f"{k} {n} in {1e3 * sec:.0f} ms" for k, (n, sec) in split.items()))
-        if out_tokens / wall > results.get("output_tok_s", 0):
-            results.update(requests=args.requests, output_tok_s=out_tokens / wall, wall_s=wall,
-                           steps=engine.stats.steps, kv_util=kv["paged"], kv_util_contiguous=kv["contiguous_max_len"],
-                           preemptions=engine.scheduler.num_preemptions)
+        e2e = time.perf_counter() - start
+        tpot = (e2e - (first - start)) / (seq.num_completion_tokens - 1)
+        results.update({f"{key}single_ttft_ms": 1e3 * (first - start), f"{key}single_tpot_ms": 1e3 * tpot})
+        say(f"{mode}: single request: TTFT {1e3 * (first - start):.1f} ms, TPOT {1e3 * tpot:.2f} ms "
+            f"({1 / tpot:.0f} tok/s)  [target TPOT <= 3 ms]")
+
+        # 3. all requests at once, twice: the first run also pays one-time costs (kernel selection, allocator)
+        for attempt in (1, 2):
+            engine.stats = type(engine.stats)()
+            engine.scheduler.num_preemptions = 0
+            batch = prompts(args.requests)
+            sync(dev)
+            start = time.perf_counter()
+            seqs = [engine.add_request(p, params) for p in batch]
+            split = {"with prompt tokens": [0, 0.0], "decode only": [0, 0.0]}  # steps, seconds
+            while engine.has_work():
+                t = time.perf_counter()
+                engine.step()
+                kind = split["decode only" if all(n == 1 for _, n in engine.last_batch.items) else "with prompt tokens"]
+                kind[0], kind[1] = kind[0] + 1, kind[1] + time.perf_counter() - t
+            sync(dev)
+            wall = time.perf_counter() - start
+            out_tokens = sum(s.num_completion_tokens for s in seqs)
+            kv = engine.stats.kv_summary()
+            say(f"{mode}: run {attempt}: {args.requests} requests x ({args.input_len} + {args.output_len}): "
+                f"{out_tokens / wall:,.0f} output tok/s, {(out_tokens + args.requests * args.input_len) / wall:,.0f} "
+                f"total tok/s, {wall:.2f} s, {engine.stats.steps} steps, KV util {kv['paged']:.1%} (contiguous at "
+                f"max_len: {kv['contiguous_max_len']:.1%}), preemptions {engine.scheduler.num_preemptions}  "
+                f"[target >= 15,000 output tok/s]; steps: " + ", ".join(
+                    f"{k} {n} in {1e3 * sec:.0f} ms" for k, (n, sec) in split.items()))
+            if out_tokens / wall > results.get(f"{key}output_tok_s", 0):
+                results.update({f"{key}{k}": v for k, v in dict(
+                    requests=args.requests, output_tok_s=out_tokens / wall, wall_s=wall, steps=engine.stats.steps,
+                    kv_util=kv["paged"], kv_util_contiguous=kv["contiguous_max_len"],
+                    preemptions=engine.scheduler.num_preemptions).items()})
     if dev.startswith("cuda"):
         results["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
 
     if args.http:
         try:
-            results["http"] = measure_http(engine, args)
+            results["http"] = measure_http(engine, args, ("async", "plain", "async") if r.graphs else ("plain",))
         except Exception as exc:
             say(f"HTTP measurement failed: {exc!r}")
     engine.shutdown()
     print(json.dumps(results))
 
 
-def measure_http(engine: LLMEngine, args) -> dict:
+def measure_http(engine: LLMEngine, args, modes) -> dict:
     """Serve the engine on localhost; run z2v bench's OpenAI client against it from another process."""
     import asyncio
     import subprocess
@@ -225,17 +232,25 @@ def measure_http(engine: LLMEngine, args) -> dict:
         "n, i, o = map(int, sys.argv[3:6]); print(json.dumps(run_benchmark(sys.argv[2], api='openai', "
         "concurrency=[n], num_requests=n, input_len=i, output_len=o, prompt_format='ids', metrics_url=None)))")
     src = str(Path(__file__).resolve().parents[1] / "src")
-    proc = subprocess.run([sys.executable, "-c", client, src, f"http://127.0.0.1:{server.port}", str(args.requests),
-                           str(args.input_len), str(args.output_len)], capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-1000:])
-    run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][0]
-    summary = {k: run.get(k) for k in ("output_throughput", "request_throughput", "completed")}
-    for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
-        if isinstance(run.get(k), dict):
-            summary[k + "_median"] = run[k].get("median")
-    say(f"HTTP at concurrency {args.requests}: {json.dumps(summary)}")
-    return summary
+    results = {}
+    # with async scheduling and without, alternated, against the same server (the engine thread
+    # reads the switch at every step; it is idle between client runs)
+    for mode in modes:
+        engine.async_scheduling = mode == "async"
+        proc = subprocess.run([sys.executable, "-c", client, src, f"http://127.0.0.1:{server.port}",
+                               str(args.requests), str(args.input_len), str(args.output_len)],
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-1000:])
+        run = json.loads(proc.stdout.strip().splitlines()[-1])["runs"][0]
+        summary = {k: run.get(k) for k in ("output_throughput", "request_throughput", "completed")}
+        for k in ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms"):
+            if isinstance(run.get(k), dict):
+                summary[k + "_median"] = run[k].get("median")
+        say(f"{mode}: HTTP at concurrency {args.requests}: {json.dumps(summary)}")
+        if summary["output_throughput"] > results.get(mode, {}).get("output_throughput", 0):
+            results[mode] = summary
+    return results
 
 
 if __name__ == "__main__":

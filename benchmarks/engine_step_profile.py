@@ -3,8 +3,9 @@ step-time breakdown does not show.
 
     PYTHONPATH=src python benchmarks/engine_step_profile.py --device cuda
 
-1. 256 x (128 + 128) at once: each decode-only step's wall time against its GPU time (CUDA events
-   around `step()`), then the same run under cProfile (the Python functions with the most own time).
+1. 256 x (128 + 128) at once: each decode-only step's wall time against its CUDA graph's GPU time
+   (CUDA events around the replay), plain and with async scheduling, alternated; then the same run
+   under cProfile (the Python functions with the most own time).
 2. Mixed prompts arriving a few at a time (as in engine_mixed.py): torch.profiler over steps that
    carry prompt tokens, by CPU time and by GPU time.
 """
@@ -49,25 +50,39 @@ def main() -> None:
 
     params = SamplingParams(max_tokens=length, ignore_eos=True)
     engine.generate(prompts(8, length), SamplingParams(max_tokens=8, ignore_eos=True))
-    # 1a. wall against GPU time, decode-only steps
-    for p in prompts(n, length):
-        engine.add_request(p, params)
-    walls, gpus = [], []
-    while engine.has_work():
-        if cuda:
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-        t = time.perf_counter()
-        engine.step()
-        wall = time.perf_counter() - t
-        if all(k == 1 for _, k in engine.last_batch.items) and cuda:
-            b.record()
-            b.synchronize()
-            walls.append(wall * 1e3)
-            gpus.append(a.elapsed_time(b))
-    if walls:
-        print(f"decode-only steps: {len(walls)}, wall median {statistics.median(walls):.2f} ms, "
-              f"GPU (events around step) median {statistics.median(gpus):.2f} ms")
+    # 1a. each decode-only step's wall time against its CUDA graph's own GPU time (events around
+    # the replay), with the step before read first (plain) and after the launch (async scheduling)
+    if cuda:
+        replays = []  # (start event, end event) per replay
+
+        def timed(graph):
+            def replay():
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                graph.replay()
+                b.record()
+                replays.append((a, b))
+            return type("Timed", (), {"replay": staticmethod(replay)})()
+
+        engine.runner.graphs = {bs: timed(g) for bs, g in engine.runner.graphs.items()}
+        for mode in ("plain", "async", "plain", "async"):
+            engine.async_scheduling = mode == "async"
+            for p in prompts(n, length):
+                engine.add_request(p, params)
+            walls, replays[:] = [], []
+            start = time.perf_counter()
+            while engine.has_work():
+                t = time.perf_counter()
+                engine.step()
+                if all(k == 1 for _, k in engine.last_batch.items) and len(engine.last_batch.items) == n:
+                    walls.append((time.perf_counter() - t) * 1e3)
+            total = time.perf_counter() - start
+            torch.cuda.synchronize()
+            gpus = [a.elapsed_time(b) for a, b in replays]
+            print(f"{mode}: {n} x ({length} + {length}) in {total * 1e3:.0f} ms; {len(walls)} decode-only steps, "
+                  f"wall median {statistics.median(walls):.2f} ms; {len(gpus)} graph replays, GPU median "
+                  f"{statistics.median(gpus):.2f} ms (min {min(gpus):.2f}, max {max(gpus):.2f})", flush=True)
+        engine.async_scheduling = True
     # 1b. the same run under cProfile
     for p in prompts(n, length):
         engine.add_request(p, params)

@@ -5,6 +5,8 @@ memory bandwidth (bytes of K and V read once), at several batch sizes and contex
 
 With --baseline, an older version of engine/kernels/triton_attention.py is timed beside the
 current one in the same process (Llama-3.2-1B's attention shape: 32 heads, 8 KV heads, 64 dims).
+"us" is `do_bench`'s median of one call, launch included; "us in a graph" is one call's share of
+a CUDA graph of 16 calls in a row, as the engine's decode graphs run it.
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def main() -> None:
         kernels = {"baseline": load(args.baseline).paged_decode, **kernels}
     heads, kv_heads, dim, bs_tok = 32, 8, 64, 16
     gen = torch.Generator(device="cpu").manual_seed(0)
-    print("| batch | context | kernel | max err vs PyTorch | us | GB/s |")
-    print("|---|---|---|---|---|---|")
-    for batch, ctx in ((1, 192), (1, 2048), (64, 192), (256, 192), (256, 1024)):
+    print("| batch | context | kernel | max err vs PyTorch | us | us in a graph | GB/s (graph) |")
+    print("|---|---|---|---|---|---|---|")
+    for batch, ctx in ((1, 192), (1, 512), (1, 2048), (4, 192), (16, 512), (64, 192), (256, 192), (256, 1024)):
         blocks_per = -(-ctx // bs_tok)
         num_blocks = batch * blocks_per + 1
         cache = torch.randn(num_blocks, bs_tok, 2, kv_heads, dim, generator=gen).to("cuda", dtype)
@@ -56,7 +58,13 @@ def main() -> None:
         for name, kernel in kernels.items():
             err = (kernel(q, cache, group).flatten(1).float() - ref).abs().max().item()
             ms = triton.testing.do_bench(lambda: kernel(q, cache, group), return_mode="median")
-            print(f"| {batch} | {ctx} | {name} | {err:.2e} | {ms * 1e3:.1f} | {nbytes / ms / 1e6:,.0f} |")
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                for _ in range(16):
+                    kernel(q, cache, group)
+            in_graph = triton.testing.do_bench(graph.replay, return_mode="median") / 16
+            print(f"| {batch} | {ctx} | {name} | {err:.2e} | {ms * 1e3:.1f} | {in_graph * 1e3:.1f} "
+                  f"| {nbytes / in_graph / 1e6:,.0f} |")
 
 
 if __name__ == "__main__":
