@@ -152,10 +152,13 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, ctx):
-        norm = self.post_attention_layernorm
-        x, h = add_rms_norm(x, self.self_attn(self.input_layernorm(x), cos, sin, ctx), norm.weight, norm.eps)
-        return x + self.mlp(h)
+    def forward(self, x, residual, cos, sin, ctx):
+        """x: the layer before's MLP output, not yet added to the residual stream (as vLLM passes it), so
+        that add and the input norm are one fused pass -> (this layer's MLP output, residual)."""
+        pre, post = self.input_layernorm, self.post_attention_layernorm
+        residual, h = (x, pre(x)) if residual is None else add_rms_norm(residual, x, pre.weight, pre.eps)
+        residual, h = add_rms_norm(residual, self.self_attn(h, cos, sin, ctx), post.weight, post.eps)
+        return self.mlp(h), residual
 
 
 class LlamaModel(nn.Module):
@@ -207,12 +210,12 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Hidden states [T, hidden] for the flat batch of tokens, after the final norm."""
-        x = self.embed_tokens(input_ids)
+        x, residual = self.embed_tokens(input_ids), None
         cos = self.cos[positions].unsqueeze(1)  # [T, 1, head_dim], shared by all heads
         sin = self.sin[positions].unsqueeze(1)
         for layer in self.layers:
-            x = layer(x, cos, sin, ctx)
-        return self.norm(x)
+            x, residual = layer(x, residual, cos, sin, ctx)
+        return add_rms_norm(residual, x, self.norm.weight, self.norm.eps)[1]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
