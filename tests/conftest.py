@@ -27,6 +27,13 @@ DATA = Path(__file__).parent / "data"
 os.environ.setdefault("ZERO2VLLM_MODEL_CACHE", str(ROOT / ".devcache" / "models"))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked slow first, each group in pytest-randomly's order (a stable sort on top of its
+    shuffle): on two xdist workers a long test that starts last runs alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     """A fresh ZERO2VLLM_HOME for this test (and the subprocesses it starts)."""

@@ -72,6 +72,8 @@ class Row:
     got: str  # what happened, in a few words
     detail: str = ""
     seconds: float = 0.0
+    criteria: list[dict] = field(default_factory=list)  # the check's, for callers (not in as_json)
+    metrics: dict = field(default_factory=dict)
 
     @property
     def deviation(self) -> bool:
@@ -242,7 +244,8 @@ def run_case(lab: Lab, case: Case, *, inputs: dict | None = None) -> Row:
         target = materialise(case, Path(tmp) / lab.id)
         result = run_check(lab, target, inputs=inputs, stop_after=case.fails_on, env=case.env)
     verdict, got, detail = judge(case, result.criteria)
-    return Row(case, verdict, got, detail, round(time.perf_counter() - t0, 1))
+    return Row(case, verdict, got, detail, round(time.perf_counter() - t0, 1), result.criteria,
+               result.metrics)
 
 
 def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = None,
