@@ -21,6 +21,17 @@ if threading.current_thread() is threading.main_thread():
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed" / "000_e5b8c9ff3910d425.txt"
 DATA = Path(__file__).parent / "data"
+# One converted SmolLM2 (and the tiny models made from it) for every test and every check
+# process a test starts, as tests/model_cache.py keeps it: each test has a fresh ZERO2VLLM_HOME,
+# and a lab check in one would otherwise convert the model again there (~25 s).
+os.environ.setdefault("ZERO2VLLM_MODEL_CACHE", str(ROOT / ".devcache" / "models"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Tests marked slow first, each group in pytest-randomly's order (a stable sort on top of its
+    shuffle): on two xdist workers a long test that starts last runs alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

@@ -1,22 +1,14 @@
-"""trace-step: the learner's hook inside a real offline vLLM run (Z2V_TEST_VLLM=1), and the
-parts that need no vLLM: reading hook.py, the missing-vLLM message, the engine comparison."""
+"""trace-step: the parts that need no vLLM: reading hook.py, the missing-vLLM message, the
+engine comparison. The learner's hook inside a real offline vLLM run (Z2V_TEST_VLLM=1) is
+dev-check's (tests/test_lab_devcheck.py): one run per case there."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import tomllib
-from pathlib import Path
-
-import pytest
-
-from model_cache import smollm2_dir  # noqa: F401  (the converted model, shared by test runs)
 from zero2vllm.labs import get_lab
 from zero2vllm.labs.check import run_check
 from zero2vllm.labs.trace_step.compare import describe
 
 LAB = get_lab("trace-step")
-CASES = Path(__file__).parent / "lab_cases" / "trace-step"
 
 
 def failed(result) -> dict[str, str]:
@@ -40,48 +32,6 @@ def test_describe_names_same_and_different():
     assert "step 2: vLLM {0: 1, 1: 16}, engine {0: 1, 1: 15}" in differ
     same, differ = describe([{0: 5}], [{0: 5}], [5], [5])
     assert not differ and "all 1 steps schedule the same tokens per request" in same
-
-
-@pytest.fixture
-def real_vllm(home, monkeypatch, smollm2_dir):
-    import platformdirs
-
-    venv = os.environ.get("ZERO2VLLM_VLLM_VENV") or str(
-        Path(platformdirs.user_data_dir("zero2vllm", appauthor=False)) / "vllm-venv")
-    monkeypatch.setenv("ZERO2VLLM_VLLM_VENV", venv)
-
-
-needs_vllm = pytest.mark.skipif(os.environ.get("Z2V_TEST_VLLM") != "1", reason="Z2V_TEST_VLLM=1 runs real vLLM")
-
-
-@pytest.mark.vllm
-@pytest.mark.slow
-@needs_vllm
-@pytest.mark.usefixtures("real_vllm")
-def test_real_vllm_reference_hook_passes():
-    """One real run (a few minutes on 2 busy cores); the other correct hooks are dev-check's."""
-    result = run_check(LAB, LAB.reference_dir)
-    assert result.passed, failed(result)
-    assert result.metrics["steps"] >= 3 and result.metrics["prompt_tokens"][1] > 32
-    assert result.metrics["same"]  # the comparison with zero2vllm's engine ran
-
-
-@pytest.mark.vllm
-@pytest.mark.slow
-@needs_vllm
-@pytest.mark.usefixtures("real_vllm")
-def test_real_vllm_hook_forgetting_new_blocks_fails(tmp_path):
-    case = next(m for m in tomllib.loads((CASES / "cases.toml").read_text())["mistake"]
-                if m["name"] == "forgets-new-blocks")
-    folder = tmp_path / "hook"
-    shutil.copytree(LAB.reference_dir, folder)
-    text = (folder / "hook.py").read_text()
-    edit = case["edit"][0]
-    (folder / "hook.py").write_text(text.replace(edit["old"], edit["new"]))
-    bad = failed(run_check(LAB, folder, only=["hook.py", "vLLM run", "hook records every step",
-                                              case["criterion"]]))
-    assert list(bad) == [case["criterion"]] and "differ from the KV cache manager" in bad[case["criterion"]]
-
 
 
 def test_block_ids_compared_with_the_null_block_explained():

@@ -23,7 +23,7 @@ PROMPTS = ["Hi", SHARED + "Question: what is the largest planet? Answer:", "def 
 def reference(smollm2_dir):  # noqa: F811
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     outs = []
@@ -57,7 +57,7 @@ def assert_hf(got, want):
 def engine_with(folder, tok, num_kv_blocks=4, **factories):
     from zero2vllm.engine import EngineConfig, LLMEngine
 
-    cfg = EngineConfig(model=str(folder), num_threads=2, num_kv_blocks=num_kv_blocks, max_num_batched_tokens=32)
+    cfg = EngineConfig(model=str(folder), num_threads=1, num_kv_blocks=num_kv_blocks, max_num_batched_tokens=32)
     return LLMEngine(cfg, tokenizer=tok, **factories)
 
 

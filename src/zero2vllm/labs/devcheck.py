@@ -72,6 +72,8 @@ class Row:
     got: str  # what happened, in a few words
     detail: str = ""
     seconds: float = 0.0
+    criteria: list[dict] = field(default_factory=list)  # the check's, for callers (not in as_json)
+    metrics: dict = field(default_factory=dict)
 
     @property
     def deviation(self) -> bool:
@@ -242,7 +244,8 @@ def run_case(lab: Lab, case: Case, *, inputs: dict | None = None) -> Row:
         target = materialise(case, Path(tmp) / lab.id)
         result = run_check(lab, target, inputs=inputs, stop_after=case.fails_on, env=case.env)
     verdict, got, detail = judge(case, result.criteria)
-    return Row(case, verdict, got, detail, round(time.perf_counter() - t0, 1))
+    return Row(case, verdict, got, detail, round(time.perf_counter() - t0, 1), result.criteria,
+               result.metrics)
 
 
 def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = None,
@@ -252,12 +255,7 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
     skip = vllm_skip_reason(requires) if requires else None
 
     def one(case: Case) -> Row:
-        # without a server the scaffold still runs (it fails before reaching one); a lab that
-        # needs vLLM installed cannot judge even its scaffold without it
-        if skip and (case.kind != "scaffold" or requires == "vllm"):
-            row = Row(case, "skipped", skip)
-        else:
-            row = run_case(lab, case, inputs=inputs)
+        row = case_row(lab, case, requires, skip, inputs=inputs)
         if on_row:
             on_row(row)
         return row
@@ -266,6 +264,17 @@ def dev_check(lab: Lab, folder: Path, *, jobs: int = 1, inputs: dict | None = No
         return [one(c) for c in cases]
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # each case is its own child process
         return list(pool.map(one, cases))
+
+
+def case_row(lab: Lab, case: Case, requires: str | None, skip: str | None, *,
+             inputs: dict | None = None) -> Row:
+    """One case's row: checked, or skipped with SKIP (vllm_skip_reason(requires)) when it needs
+    real vLLM that is not here. The tests check each case as its own test item through this."""
+    # without a server the scaffold still runs (it fails before reaching one); a lab that
+    # needs vLLM installed cannot judge even its scaffold without it
+    if skip and (case.kind != "scaffold" or requires == "vllm"):
+        return Row(case, "skipped", skip)
+    return run_case(lab, case, inputs=inputs)
 
 
 def vllm_skip_reason(requires: str = "vllm-server") -> str | None:
