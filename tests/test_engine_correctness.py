@@ -32,7 +32,7 @@ def reference(smollm2_dir):  # noqa: F811
     """HF generate, one prompt at a time, greedy."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the other test worker has the second core: a second thread would only spin
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
     model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
     outs = []
@@ -48,7 +48,7 @@ def reference(smollm2_dir):  # noqa: F811
 def make_engine(folder, tok, **kw):
     from zero2vllm.engine import EngineConfig, LLMEngine
 
-    return LLMEngine(EngineConfig(model=str(folder), num_threads=2, **kw), tokenizer=tok)
+    return LLMEngine(EngineConfig(model=str(folder), num_threads=1, **kw), tokenizer=tok)
 
 
 def run(engine):
