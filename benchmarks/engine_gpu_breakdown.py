@@ -46,7 +46,7 @@ def timed_step(engine: LLMEngine, sync) -> dict[str, float]:
     t0 = mark("schedule", t0)
     seqs = [seq for seq, _ in batch.items]
     with torch.inference_mode():
-        if r.graphs and len(seqs) <= max(r.graphs) and all(q.num_uncomputed_tokens == 1 for q in seqs):
+        if r._fits_graph(seqs):
             r._write_inputs(seqs)  # decode: the inputs in one copy; forward, LM head and argmax in the graph
             t0 = mark("prepare", t0)
             r.graphs[min(b for b in r.graphs if b >= len(seqs))].replay()

@@ -161,7 +161,7 @@ class ModelRunner:
     def run(self, batch: ScheduledBatch, eos_token_ids: tuple[int, ...] = ()) -> dict[int, int]:
         """Compute the batch; return {seq_id: sampled token} for sequences that finished their prompt."""
         seqs = [seq for seq, _ in batch.items]
-        if self.graphs and len(seqs) <= max(self.graphs) and all(s.num_uncomputed_tokens == 1 for s in seqs):
+        if self._fits_graph(seqs):
             logits, greedy = self._replay_graph(seqs)  # decode only: forward, LM head and argmax in one graph
         else:
             input_ids, positions, ctx, logit_rows, seqs = self.prepare(batch)  # seqs: those that sample now
@@ -176,9 +176,8 @@ class ModelRunner:
         """Start a decode step without waiting for its tokens, or None if it must run the plain way:
         prompt tokens, no graph that large, or a row whose token the in-graph argmax cannot pick."""
         seqs = [seq for seq, _ in batch.items]
-        if not self.graphs or len(seqs) > max(self.graphs) or any(
-                s.num_uncomputed_tokens != 1 or s.params.temperature or s.num_completion_tokens < s.params.min_tokens
-                for s in seqs):
+        if not self._fits_graph(seqs) or any(
+                s.params.temperature or s.num_completion_tokens < s.params.min_tokens for s in seqs):
             return None
         _, greedy = self._replay_graph(seqs)
         self.launches += 1
@@ -241,6 +240,10 @@ class ModelRunner:
 
             forward()  # warm-up (compiles the Triton kernel, settles the allocator)
             self.graphs[bs] = self._record(forward)
+
+    def _fits_graph(self, seqs: list[Sequence]) -> bool:
+        """Decode rows only, no more than the largest captured graph holds."""
+        return bool(self.graphs) and len(seqs) <= max(self.graphs) and all(s.num_uncomputed_tokens == 1 for s in seqs)
 
     def _record(self, forward):
         """A CUDA graph of `forward`; on the CPU a stand-in that re-runs it (lets tests drive this path)."""
