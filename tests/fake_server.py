@@ -12,6 +12,7 @@ server is never the bottleneck.
     GET  /v1/models, /health, /metrics (process_resident_memory_bytes)
     GET  /fake/timings     each POST's time inside the server (to separate the server's own
                            scheduling delays from the benchmark's overhead)
+    GET  /fake/prompts     every prompt received, in order (the last 100,000)
 
     python -m fake_server --port 0 --delay 0.05   # prints "listening on http://..."
 """
@@ -52,6 +53,7 @@ class FakeLLMServer:
         self.generate_count = 0  # /generate and /v1/completions answered
         self.generate_seconds = 0.0  # their time inside the server: body read -> last byte written
         self.timings: list[float] = []  # the same, per request, in order (the last 100,000)
+        self.prompts: list = []
 
     # -- HTTP plumbing ------------------------------------------------------------------------
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -108,6 +110,8 @@ class FakeLLMServer:
             return await self.send(writer, 200, {"status": "ok", "model": self.model})
         if method == "GET" and path == "/fake/timings":  # per-request server time, for accuracy tests
             return await self.send(writer, 200, {"seconds": self.timings})
+        if method == "GET" and path == "/fake/prompts":
+            return await self.send(writer, 200, {"prompts": self.prompts})
         if method == "GET" and path == "/v1/models":
             return await self.send(writer, 200, {"object": "list", "data": [{"id": self.model}]})
         if method == "GET" and path == "/metrics":
@@ -129,6 +133,7 @@ class FakeLLMServer:
             return await self.send(writer, 400, {"error": "the body is not a JSON object"})
         prompt = req.get("prompt") or req.get("prompt_token_ids") or ""
         prompt_tokens = len(prompt) if isinstance(prompt, list) else len(str(prompt).split())
+        self.prompts = self.prompts[-99_999:] + [prompt]
         if path == "/generate":
             n = int(req.get("max_new_tokens", 16))
             if self.delay:

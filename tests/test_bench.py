@@ -195,3 +195,19 @@ def test_warm_up_requests_are_full_size_and_not_measured(fake_server):
     assert r["runs"][0]["completed"] == 3  # the warm-ups are not in the numbers
     seen = json.loads(urllib.request.urlopen(url + "/fake/timings").read())["seconds"]
     assert len(seen) == 1 + 2 + 3
+
+
+def test_each_level_gets_new_prompts(fake_server):
+    """The same prompts at the next level (or in compare's next round) would be answered from a real
+    server's prefix cache, and its TTFT would look better than it is."""
+    import urllib.request
+
+    from zero2vllm.instruments.bench import run_benchmark
+
+    url = fake_server()
+    result = run_benchmark(url, api="openai", concurrency=[1, 2], num_requests=4, input_len=32, output_len=2,
+                           warmup=False)
+    assert [run["completed"] for run in result["runs"]] == [4, 4]
+    with urllib.request.urlopen(url + "/fake/prompts") as resp:
+        prompts = json.loads(resp.read())["prompts"]
+    assert len(prompts) == 8 and len({json.dumps(p) for p in prompts}) == 8

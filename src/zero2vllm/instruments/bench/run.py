@@ -253,10 +253,11 @@ async def run_benchmark_async(
             for req in full:
                 await func(client, endpoint, req, extra)
         runs = []
-        for level in levels:
+        for i, level in enumerate(levels):
             n = num_requests or max(8, 4 * (level or 2))
+            # new prompts at each level: the same ones again would be served from the prefix cache
             reqs = make_requests(n, input_len=input_len, output_len=output_len, prompts=prompts,
-                                 prompt_format=prompt_format, seed=seed)
+                                 prompt_format=prompt_format, seed=seed + i)
             sampler = MemorySampler(metrics_url=mem_url, pid=pid, interval=sample_interval) \
                 if (mem_url or pid) else None
             runs.append(await _run_level(client, endpoint, api, reqs, concurrency=level,

@@ -33,7 +33,7 @@ def run_compare(targets: list[Target], cfg: CompareConfig, *, out_dir: Path,
                 t.url = t.pid = None
             t.result = None
             try:
-                _measure(t, cfg, out_dir, echo)
+                _measure(t, cfg, out_dir, echo, r)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # one failing target must not lose the others' numbers
@@ -66,7 +66,7 @@ def requests_for(cfg: CompareConfig, index: int) -> int | None:
     return n[index] if isinstance(n, list) else n
 
 
-def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str], None]) -> None:
+def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str], None], round_: int = 0) -> None:
     from zero2vllm.instruments import bench
 
     server = None
@@ -102,7 +102,9 @@ def _measure(t: Target, cfg: CompareConfig, out_dir: Path, echo: Callable[[str],
             try:
                 result = bench.run_benchmark(
                     t.url, api=t.api, concurrency=[level], num_requests=requests_for(cfg, i),
-                    input_len=cfg.input_len, output_len=cfg.output_len, seed=cfg.seed,
+                    # new prompts for every level and round (the same for every target): a server that is
+                    # not restarted, or one level after another, would otherwise be served from its prefix cache
+                    input_len=cfg.input_len, output_len=cfg.output_len, seed=cfg.seed + 1000 * round_ + i,
                     pid=t.pid, metrics_url="auto" if t.pid is None else None,
                     timeout_s=cfg.timeout_s, warmup=False,
                     progress=lambda line, n=t.name: echo(f"{n}: {line}"))
