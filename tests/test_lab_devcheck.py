@@ -18,12 +18,19 @@ CASES = D.default_cases_dir()
 LABS_WITH_CASES = [lab for lab in all_labs() if (CASES / lab).is_dir()]
 
 
+# Rows another test checks in full, asserting this row's verdict (D.judge) on the same run: the
+# transformer's reference trains for ~20 s, and that test checks it through `z2v check`.
+ELSEWHERE = {("transformer", "reference"):
+             "tests/test_labs_transformer.py::test_reference_passes_every_real_criterion_and_ticks_the_deliverable"}
+
+
 def case_params() -> list:
-    """(lab id, case label) of every case of every lab: one test item each, so the two xdist
-    workers share a long lab's cases instead of one worker running all of them at the end."""
+    """(lab id, case label) of every case of every lab but ELSEWHERE's: one test item each, so the
+    two xdist workers share a long lab's cases instead of one worker running all of them at the end."""
     params = []
     for lab_id in LABS_WITH_CASES:
         cases, requires = D.load_cases(all_labs()[lab_id], CASES / lab_id)
+        cases = [c for c in cases if (lab_id, c.label) not in ELSEWHERE]
         # slow (started first, tests/conftest.py): a case that must pass runs every criterion
         # (the transformer's trains), and a real-vLLM one starts vLLM; a mistake stops early
         params += [pytest.param(lab_id, c.label, id=f"{lab_id}: {c.label}",
@@ -47,15 +54,23 @@ def trace_step_forgets_new_blocks(row) -> None:
     assert real_failures(row) == ["block ids agree with the KV manager"], row.criteria
 
 
+def serving_api_reference(row) -> None:
+    assert row.metrics["rss_bytes"] > 50 * 2**20, row.metrics  # /metrics reads the app's own RSS
+
+
 # What some rows prove beyond their verdict, asserted on the same check instead of a second one:
 # a trace-step row is a real vLLM run (a minute or more on 2 busy cores).
 ALSO = {("trace-step", "reference"): trace_step_reference,
-        ("trace-step", "mistake forgets-new-blocks"): trace_step_forgets_new_blocks}
+        ("trace-step", "mistake forgets-new-blocks"): trace_step_forgets_new_blocks,
+        ("serving-api", "reference"): serving_api_reference}
 CASE_PARAMS = case_params()
 
 
 def test_every_extra_assertion_names_a_case():
     assert set(ALSO) <= {tuple(p.values) for p in CASE_PARAMS}
+    every = {(lab_id, c.label) for lab_id in LABS_WITH_CASES
+             for c in D.load_cases(all_labs()[lab_id], CASES / lab_id)[0]}
+    assert set(ELSEWHERE) <= every and not set(ELSEWHERE) & {tuple(p.values) for p in CASE_PARAMS}
 
 
 @pytest.mark.parametrize("lab_id, label", CASE_PARAMS)

@@ -145,11 +145,17 @@ def test_quick_criteria_pass_on_the_reference_through_the_runner(home):
 
 @pytest.mark.slow
 def test_reference_passes_every_real_criterion_and_ticks_the_deliverable(z2v, home, tmp_path):
-    """The one full run in CI: the real CPU training criterion, through the CLI, as a learner's
-    directory would be checked (so it is recorded and marks the plan item done)."""
+    """The one full run of the reference in CI: the real CPU training criterion, through the CLI,
+    as a learner's directory would be checked (so it is recorded and marks the plan item done).
+    It is also dev-check's reference row (tests/test_lab_devcheck.py, ELSEWHERE)."""
+    from zero2vllm.labs import devcheck as D
+
     learner = write_model(tmp_path / "mine", REFERENCE)
     result = z2v("check", "transformer", str(learner), "--json")
     report = json.loads(result.output)
+    cases, _ = D.load_cases(LAB, D.default_cases_dir() / "transformer")
+    reference = next(c for c in cases if c.kind == "reference")
+    assert D.judge(reference, report["criteria"])[0] == "ok", report["criteria"]
     assert {"lab", "passed", "criteria", "metrics"} <= set(report) and report["refused"] is None
     assert report["lab"] == "transformer" and report["passed"] is True
     assert all({"name", "passed", "detail"} <= set(c) and c["passed"] for c in report["criteria"])

@@ -51,10 +51,15 @@ def replay(kind: str, traces: list[dict], timeout: float = 120.0) -> dict:
     python = live_python()
     if python is None:
         raise OracleError("no vLLM venv with vLLM " + PINNED)
+    from zero2vllm.models import model_cache_dir
+
     payload = json.dumps({"kind": kind, "traces": traces})
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",  # no network: nothing is downloaded
-           "OMP_NUM_THREADS": "1", "VLLM_TARGET_DEVICE": "cpu"}
+           "OMP_NUM_THREADS": "1", "VLLM_TARGET_DEVICE": "cpu",
+           # vLLM's cache (what it learnt about the model class) beside the converted models:
+           # a check's HOME is thrown away after every run, and redoing it costs seconds
+           "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT") or str(model_cache_dir() / "vllm-cache")}
     env.pop("PYTHONPATH", None)  # zero2vllm's own packages must not shadow vLLM's
     try:
         proc = subprocess.run([str(python), str(SIDE)], input=payload, capture_output=True, text=True,

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from zero2vllm.contrib import vllmsrc
+from zero2vllm.models import model_cache_dir
 from zero2vllm.labs.framework import CheckFailed, criterion
 from zero2vllm.labs.trace_step.compare import (
     PROMPTS, SETTINGS, describe, describe_blocks, engine_blocks, engine_schedule, vllm_blocks, vllm_schedule,
@@ -68,6 +69,9 @@ def vllm_run(ctx):
     with tempfile.TemporaryDirectory(prefix="z2v-trace-") as tmp:
         out = Path(tmp) / "trace.json"
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # vLLM's venv, untouched
+        # vLLM's own cache (what it learnt about the model class, ~7 s to redo) beside the
+        # converted models: the check's HOME is thrown away after every run
+        env.setdefault("VLLM_CACHE_ROOT", str(model_cache_dir() / "vllm-cache"))
         try:
             proc = subprocess.run([inst.python, str(DRIVER), str(ctx.state["hook"]), str(model), str(out),
                                    json.dumps(PROMPTS)], capture_output=True, text=True, env=env,
