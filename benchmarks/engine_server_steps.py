@@ -21,7 +21,8 @@ import threading
 import time
 import urllib.request
 
-from zero2vllm.engine import api_server as server, llm_engine, model_runner
+from zero2vllm.commands import serve_engine
+from zero2vllm.engine import llm_engine, model_runner
 
 steps: list[tuple[int, int, float, float]] = []  # tokens, sequences, step s, forward s
 forward_s = [0.0]
@@ -94,7 +95,7 @@ def main() -> None:
     llm_engine.LLMEngine.step = timed_step(llm_engine.LLMEngine.step)
     model_runner.ModelRunner.run = timed_run(model_runner.ModelRunner.run)
     threading.Thread(target=drive, args=(args.port, args.requests, threading.get_native_id()), daemon=True).start()
-    server.main(["--port", str(args.port), *[f for f in server_flags if f != "--"]])
+    serve_engine.main(["--port", str(args.port), *[f for f in server_flags if f != "--"]])
 
 
 if __name__ == "__main__":
