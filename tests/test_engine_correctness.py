@@ -66,8 +66,11 @@ def assert_same(got, want):
 @pytest.mark.slow
 def test_matches_hf_with_prefix_caching(smollm2_dir, reference):  # noqa: F811
     tok, want = reference
-    engine = make_engine(smollm2_dir, tok, enable_prefix_caching=True)
-    assert engine.runner.decode_kernel is not None  # the C++ decode attention (cpu_attention.py)
+    engine = make_engine(smollm2_dir, tok, enable_prefix_caching=True, huge_pages=True)  # as `z2v serve engine`
+    assert engine.runner.decode_kernel is not None  # the C++ decode attention (cpu_kernels.py)
+    from zero2vllm.engine.model import CPU_KERNELS
+
+    assert len(CPU_KERNELS) == 3  # and the C++ fused ops: these answers are theirs
     assert_same(run(engine), want)
     assert engine.block_manager.prefix_hits == 0  # all submitted at once: nothing cached yet
     steps_first = engine.stats.steps

@@ -313,7 +313,7 @@ def test_cpu_decode_kernel_equals_dense_attention(heads, kvh, bs, d):
     import torch.nn.functional as F
 
     from zero2vllm.engine.attention import build_group
-    from zero2vllm.engine.kernels.cpu_attention import load_cpu_decode_kernel
+    from zero2vllm.engine.kernels.cpu_kernels import load_cpu_decode_kernel
 
     if not (shutil.which("g++") or shutil.which("c++")):
         pytest.skip("no C++ compiler: the engine falls back to the PyTorch path (tested above)")
@@ -335,3 +335,71 @@ def test_cpu_decode_kernel_equals_dense_attention(heads, kvh, bs, d):
         k, v = (kv[:, j].transpose(0, 1).repeat_interleave(heads // kvh, 0) for j in (0, 1))
         want = F.scaled_dot_product_attention(q[i][:, None], k, v).squeeze(1)
         torch.testing.assert_close(out[i], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 16, 300])
+def test_cpu_fused_ops_give_what_the_pytorch_ops_give(rows):
+    """The C++ versions of model.py's @fused functions, on SmolLM2's shapes and on inputs that are not
+    contiguous (a slice, as the engine may pass), against the PyTorch functions they replace."""
+    import shutil
+
+    from zero2vllm.engine import model as M
+    from zero2vllm.engine.config import ModelConfig
+    from zero2vllm.engine.kernels.cpu_kernels import load_cpu_fused_ops
+
+    if not (shutil.which("g++") or shutil.which("c++")):
+        pytest.skip("no C++ compiler: the engine keeps the PyTorch ops")
+    ops = load_cpu_fused_ops()
+    assert sorted(ops) == ["add_rms_norm", "rope_qkv", "silu_mul"]
+    torch.manual_seed(rows)
+    h, kvh, d, hidden, inter = 9, 3, 64, 576, 1536
+    cos, sin = M.rope_tables(ModelConfig(100, hidden, inter, 1, h, kvh, d, rope_theta=1e5), 2048)
+    pos = torch.randint(0, 2048, (rows,))
+    wide = torch.randn(rows, 2 * hidden) * 4
+    cases = {"add_rms_norm": (wide[:, :hidden], torch.randn(rows, hidden), torch.rand(hidden) + 0.5, 1e-5),
+             "silu_mul": (torch.randn(rows, 2 * inter) * 20,),
+             "rope_qkv": (torch.randn(rows, (h + 2 * kvh) * d), cos[pos].unsqueeze(1), sin[pos].unsqueeze(1), h, kvh, d)}
+    for name, args in cases.items():
+        got, want = ops[name](*args), getattr(M, name).python(*args)
+        got, want = ((got,), (want,)) if name == "silu_mul" else (got, want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_cpu_fused_ops_that_disagree_are_not_used(monkeypatch, capsys):
+    """A C++ op that differs from its PyTorch version (a miscompile, a wrong formula) is refused at load."""
+    from zero2vllm.engine.kernels import cpu_kernels
+
+    real = cpu_kernels.fused_ops
+
+    def wrong(path):
+        ops = real(path)
+        ops["silu_mul"] = lambda gate_up: torch.sigmoid(gate_up.chunk(2, -1)[0]) * gate_up.chunk(2, -1)[1]
+        return ops
+
+    monkeypatch.setattr(cpu_kernels, "fused_ops", wrong)
+    assert cpu_kernels.load_cpu_fused_ops() == {}
+    assert "C++ fused ops unusable" in capsys.readouterr().err
+
+
+def test_huge_pages_back_what_was_loaded_and_what_will_be_written():
+    """use_huge_pages collapses filled memory (the loaded weights) into 2 MB pages, and marks the KV pool,
+    still untouched, so zeroing it faults in 2 MB pages; both show in the kernel's own count."""
+    from zero2vllm.engine.model_runner import use_huge_pages
+
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("no transparent huge pages here: the engine keeps 4 KB pages")
+
+    def huge_kb() -> int:
+        return int(Path("/proc/self/smaps_rollup").read_text().split("AnonHugePages:")[1].split()[0])
+
+    weights = torch.ones(48 << 20 >> 2)  # 48 MB, filled: like weights already loaded
+    pool = torch.empty(64 << 20 >> 2)    # 64 MB, not yet touched: like the KV pool
+    before = huge_kb()
+    moved = use_huge_pages(pool)
+    assert moved >= 32 << 20  # at least the weights' whole 2 MB pages
+    pool.zero_()
+    assert huge_kb() - before >= (32 + 48) << 10  # the weights' pages and most of the pool's, in KB
+    assert weights.sum().item() == weights.numel() and pool.abs().sum().item() == 0  # contents kept

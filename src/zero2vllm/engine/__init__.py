@@ -4,7 +4,7 @@ Read it in this order (docs/engine-walkthrough.md follows one request through it
 sequence.py -> block_manager.py -> scheduler.py -> attention.py -> model.py -> model_runner.py
 -> llm_engine.py -> engine_thread.py -> openai_protocol.py -> api_server.py (its HTTP framing:
 instruments/http_server.py)
-(then the decode kernels: kernels/triton_attention.py, kernels/cpu_attention.py).
+(then the decode kernels: kernels/triton_attention.py, kernels/cpu_kernels.py).
 
 The names below load on first use, so `zero2vllm.engine.traces` (saved traces, stdlib only) can
 be read by the dashboard without importing torch.

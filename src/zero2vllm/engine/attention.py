@@ -9,7 +9,7 @@ A step's flat token list is ordered "decode tokens first, then prompt tokens", a
 runs once per group:
 
 - decodes: one query per sequence. A kernel walks each sequence's block table in place: Triton
-  on a GPU (triton_attention.py), C++ on the CPU (cpu_attention.py). Without one, we gather the
+  on a GPU (triton_attention.py), C++ on the CPU (cpu_kernels.py). Without one, we gather the
   blocks into a padded [seqs, blocks * block_size] tensor with one `index_select` and call
   PyTorch's `scaled_dot_product_attention` with a mask hiding the padding.
 - prompts (or prompt chunks): several queries per sequence, padded into [seqs, max_q]; the mask

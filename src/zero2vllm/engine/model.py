@@ -9,7 +9,7 @@ Only attention needs to know which token belongs to which sequence; it gets that
 Two fusions save matmuls on every layer (the weights are concatenated once, at load time):
 q/k/v projections become one `qkv_proj`, gate/up become one `gate_up_proj`. On a GPU the small
 elementwise steps between the matmuls (`@fused`: RoPE, SiLU * up, residual add + RMSNorm) go
-through torch.compile, which fuses each into one or two kernels.
+through torch.compile, which fuses each into one or two kernels; on the CPU, through C++ versions.
 Weights load from Hugging Face safetensors files by name (`load_weights`), no transformers.
 """
 
@@ -59,11 +59,23 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat((x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+# name -> the C++ version of a @fused function, for fp32 on the CPU (kernels/cpu_kernels.py); the
+# runner fills it when the kernels build and agree with the functions below, else leaves it empty
+CPU_KERNELS: dict = {}
+
+
 def fused(fn):
-    """On CUDA, `fn` through torch.compile: Inductor fuses its elementwise ops into one or two kernels
-    (each a launch fewer in every layer of a decode step). Elsewhere, and until first used, `fn` as written."""
+    """One pass for `fn`'s elementwise ops: on CUDA `fn` through torch.compile (Inductor fuses them into
+    one or two kernels, a launch fewer each in every layer of a decode step), on the CPU in fp32 its C++
+    version if loaded, else `fn` as written (kept as `.python`, the reference both are checked against)."""
     compiled = functools.cache(lambda: torch.compile(fn, dynamic=True))
-    return lambda *args: compiled()(*args) if args[0].is_cuda else fn(*args)
+
+    def run(*args):
+        if args[0].is_cuda:
+            return compiled()(*args)
+        return CPU_KERNELS.get(fn.__name__, fn)(*args) if args[0].dtype == torch.float32 else fn(*args)
+    run.python = fn
+    return run
 
 
 @fused

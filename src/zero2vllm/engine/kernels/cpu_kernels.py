@@ -1,16 +1,19 @@
-"""The C++ decode attention kernel for the CPU (csrc/paged_decode.cpp): build once, load, check.
+"""The C++ kernels for the CPU (csrc/): build once, load, and check against the PyTorch path.
 
-PyTorch has no paged attention, so the PyTorch path (attention.py) gathers each decode batch's
-blocks into a padded copy and calls SDPA. The kernel reads K/V in place instead, in one pass with
-an online softmax, prefetching the next block while it works on this one. What it saves, in a
-decode step and through HTTP, is measured in docs/benchmarks.md (benchmarks/engine_decode_breakdown.py,
-benchmarks/engine_cpu_ab.sh).
+- Decode attention (csrc/paged_decode.cpp). PyTorch has no paged attention, so the PyTorch path
+  (attention.py) gathers each decode batch's blocks into a padded copy and calls SDPA. The kernel
+  reads K/V in place, in one pass with an online softmax, prefetching the next block.
+- The elementwise steps between the matmuls (csrc/fused_ops.cpp): model.py's `@fused` functions,
+  each one pass instead of 3-10 PyTorch ops (on a GPU, torch.compile fuses them; on the CPU its
+  compiled calls cost more per decode step than they save).
+What each saves, per step and through HTTP, is in docs/benchmarks.md.
 
-It is compiled with the machine's g++ against PyTorch's headers (at::parallel_for runs it on
+They are compiled with the machine's g++ against PyTorch's headers (at::parallel_for runs them on
 PyTorch's own threads) into $ZERO2VLLM_KERNEL_CACHE, else the user's cache directory; the file
-name hashes the source, the flags, PyTorch's version and the CPU's features, so it is built once,
-and again only when one of them changes. It is loaded with ctypes, and used only if it agrees with the
-PyTorch path on random blocks; otherwise the engine says why on stderr and keeps the PyTorch path.
+name hashes the sources, the flags, PyTorch's version and the CPU's features, so it is built once,
+and again only when one of them changes. It is loaded with ctypes, and each kernel is used only if
+it agrees with the PyTorch path on random inputs; otherwise the engine says why on stderr and
+keeps the PyTorch path.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 
 from ..attention import AttnGroup, decode_kernel_error
 
-SOURCE = Path(__file__).parent / "csrc" / "paged_decode.cpp"
+SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.cpp"))
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 ENV_CACHE = "ZERO2VLLM_KERNEL_CACHE"
 
@@ -59,16 +62,16 @@ def build() -> Path:
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise RuntimeError("no C++ compiler (apt-get install g++)")
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + torch.__version__.encode()
-                         + cpu_features().encode()).hexdigest()[:16]
-    target = cache_dir() / f"paged_decode-{key}.so"
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in SOURCES) + " ".join(FLAGS).encode()
+                         + torch.__version__.encode() + cpu_features().encode()).hexdigest()[:16]
+    target = cache_dir() / f"cpu_kernels-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     torch_lib = library_paths()[0]
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        cmd = [compiler, *FLAGS, *(f"-I{p}" for p in include_paths()), str(SOURCE), "-o", str(out),
+        cmd = [compiler, *FLAGS, *(f"-I{p}" for p in include_paths()), *map(str, SOURCES), "-o", str(out),
                f"-L{torch_lib}", "-lc10", "-ltorch_cpu", "-lmvec", f"-Wl,-rpath,{torch_lib}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -112,3 +115,54 @@ def load_cpu_decode_kernel(kv_cache: torch.Tensor, num_heads: int) -> PagedDecod
         print(f"engine: C++ decode attention unusable ({exc}); using the PyTorch gather path", file=sys.stderr)
         return None
     return kernel
+
+
+def fused_ops(path: Path) -> dict:
+    """model.py's @fused functions in C++, by name: same arguments, same results (fp32, rows contiguous)."""
+    lib, P, I64, I = ctypes.CDLL(str(path)), ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.add_rms_norm.argtypes = [P] * 5 + [I64, I64, ctypes.c_float]
+    lib.silu_mul.argtypes, lib.rope_qkv.argtypes = [P, P, I64, I64], [P] * 5 + [I64, I, I, I]
+    ptr = lambda *ts: [t.data_ptr() for t in ts]  # noqa: E731
+
+    def add_rms_norm(x, y, weight, eps):
+        x, y, n = x.contiguous(), y.contiguous(), x.shape[-1]
+        res, out = torch.empty_like(x), torch.empty_like(x)
+        lib.add_rms_norm(*ptr(res, out, x, y, weight), x.numel() // n, n, eps)
+        return res, out
+
+    def silu_mul(gate_up):
+        gate_up, n = gate_up.contiguous(), gate_up.shape[-1] // 2
+        out = gate_up.new_empty(*gate_up.shape[:-1], n)
+        lib.silu_mul(*ptr(out, gate_up), out.numel() // n, n)
+        return out
+
+    def rope_qkv(qkv, cos, sin, h, kvh, d):  # cos, sin: [rows, 1, d], a row per token
+        qkv, cos, sin, rows = qkv.contiguous(), cos.contiguous(), sin.contiguous(), qkv.shape[0]
+        assert cos.numel() == sin.numel() == rows * d
+        q, kv = qkv.new_empty(rows, h, d), qkv.new_empty(rows, 2, kvh, d)
+        lib.rope_qkv(*ptr(q, kv, qkv, cos, sin), rows, h, kvh, d)
+        return q, kv
+
+    return {"add_rms_norm": add_rms_norm, "silu_mul": silu_mul, "rope_qkv": rope_qkv}
+
+
+def load_cpu_fused_ops() -> dict:
+    """The C++ @fused ops if they build and agree with the PyTorch ones on random inputs (SiLU saturated
+    too), else {} and why, on stderr: as for the attention kernel, slower without them, never wrong."""
+    from .. import model
+
+    try:
+        ops, gen = fused_ops(build()), torch.Generator().manual_seed(0)
+        rand = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
+        cos, sin = model.rope_tables(model.ModelConfig(64, 48, 32, 1, 6, 2, 8), 40)
+        pos = torch.randint(0, 40, (7,), generator=gen)
+        for name, args in {"add_rms_norm": (rand(7, 48), rand(7, 48), rand(48), 1e-5), "silu_mul": (rand(7, 64) * 30,),
+                           "rope_qkv": (rand(7, 80), cos[pos].unsqueeze(1), sin[pos].unsqueeze(1), 6, 2, 8)}.items():
+            got, want = ops[name](*args), getattr(model, name).python(*args)
+            for g, w in zip(*((t,) if isinstance(t, torch.Tensor) else t for t in (got, want))):
+                if not (g - w).abs().max() <= 1e-5 * w.abs().max():
+                    raise ValueError(f"{name} differs from the PyTorch op by {(g - w).abs().max().item():.3g}")
+    except Exception as exc:
+        print(f"engine: C++ fused ops unusable ({exc}); using the PyTorch ops", file=sys.stderr)
+        return {}
+    return ops
