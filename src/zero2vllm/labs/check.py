@@ -160,6 +160,8 @@ def run_check(
         env = box.env(_child_env(lab, env))
         if writable:  # the model cache by its real path: the data directory is hidden
             env.setdefault("ZERO2VLLM_MODEL_CACHE", str(writable[0]))
+            # and the engine's C++ kernels beside it: in the throw-away HOME every check built them again
+            env.setdefault("ZERO2VLLM_KERNEL_CACHE", str(writable[0] / "kernels"))
         if vllm_venv is not None:  # and vLLM's venv by its real path (HOME is not the user's)
             env.setdefault("ZERO2VLLM_VLLM_VENV", str(vllm_venv))
         env.update({name: str(p) for name, p in caches.items()})
