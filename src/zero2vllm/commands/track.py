@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from zero2vllm.commands._app import AppContext, Z2VError, pass_app
@@ -301,10 +303,10 @@ def note_cmd(app: AppContext, item: str, text: str | None, show: bool) -> None:
     if show:
         click.echo(current or f"No note on {it.id}.")
         return
-    if text is None and not click.get_text_stream("stdin").isatty():
+    if text is None and not sys.stdin.isatty():
         from zero2vllm.tracker.actions import MAX_NOTE_CHARS
 
-        text = click.get_text_stream("stdin").read(MAX_NOTE_CHARS + 1)  # `z2v note ITEM < summary.md`
+        text = sys.stdin.read(MAX_NOTE_CHARS + 1)  # `z2v note ITEM < summary.md`
     elif text is None:
         # $VISUAL or $EDITOR, else the first of sensible-editor, vim, nano, vi (click's choice)
         try:
