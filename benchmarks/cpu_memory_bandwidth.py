@@ -5,7 +5,9 @@
 A plain read (torch.sum over 1 GiB) and a copy give the memory's speed; then oneDNN matmuls of 16
 rows (a decode step's batch) against 60 different prepacked [3072, 576] weights (7 MB each, as
 SmolLM2's gate_up: more than the caches hold, so they come from DRAM), and SmolLM2's LM head
-(49,152 x 576) alone. GB/s counts the weight bytes read.
+(49,152 x 576) alone. GB/s counts the weight bytes read. Last, what the cores can compute: a
+prompt step's matmul (2,048 rows against one of those weights), in GFLOPS. That line tells two
+machines of the same name apart: the 2-core machine was not always the same CPU (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main() -> None:
     print(f"{'what':<36} {'GB/s':>6} {'ms':>8}")
     for label, nbytes, s in rows:
         print(f"{label:<36} {nbytes / s / 1e9:6.1f} {s * 1000:8.2f}")
+    prompt = torch.randn(2048, 576)
+    s = seconds(lambda: linear(prompt, weights[0]), 5)
+    print(f"{'2,048-row matmul (compute), GFLOPS':<36} {2 * 2048 * 576 * 3072 / s / 1e9:6.1f} {s * 1000:8.2f}")
 
 
 if __name__ == "__main__":
