@@ -289,3 +289,21 @@ def test_trainer_keeps_the_best_weights_and_measures_the_whole_val_split():
     assert len(vals) == 3 and result.best_val == min(vals) and result.final_val == vals[-1]
     result.model.load_state_dict(result.best_state)
     assert abs(train.evaluate(result.model, data.val, cfg.block_size) - result.best_val) < 1e-6
+
+
+def test_cpu_preset_trains_in_bf16_only_where_the_cpu_has_it(monkeypatch):
+    """bf16 autocast on an AVX2-only CPU takes oneDNN's slow path (benchmarks/cpu_train_dtype.py):
+    the "cpu" preset asks for bf16, and gets it only where bf16_is_fast says so; so does Muon."""
+    import torch
+
+    from zero2vllm.labs.transformer.reference import train
+
+    for fast in (False, True):
+        monkeypatch.setattr(train, "bf16_is_fast", lambda device, fast=fast: fast)
+        cfg = train.preset("cpu")
+        assert cfg.bf16 is fast
+        assert train.preset("check").bf16 is False  # the check's recipe is float32 everywhere
+        model = torch.nn.Sequential(torch.nn.Embedding(65, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 65))
+        model.config = type("C", (), {"vocab_size": 65})()
+        muon = train.make_optimizer(model, cfg).optimizers[-1]
+        assert isinstance(muon, train.Muon) and muon.dtype == (torch.bfloat16 if fast else torch.float32)

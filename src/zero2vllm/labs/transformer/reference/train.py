@@ -70,7 +70,7 @@ class TrainConfig:
     budget_clock: str = "wall"
     # machinery
     device: str = "cpu"
-    bf16: bool = False  # bfloat16 autocast (CUDA)
+    bf16: bool = False  # bfloat16 autocast (CUDA; on a CPU only where bf16_is_fast says so)
     compile: bool = False  # torch.compile, warmed up before the clock starts
     compile_mode: str | None = None  # e.g. "reduce-overhead": CUDA graphs for forward/backward
     seed: int = 1337
@@ -79,7 +79,8 @@ class TrainConfig:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # nanoGPT's CPU model (4 layers, 4 heads, 128 wide, block 64) trained with Muon for the
-    # block matrices, batch 32, bf16 autocast (AVX512-BF16 CPUs run it ~1.3x faster), flash
+    # block matrices, batch 32, bf16 autocast (AVX512-BF16 CPUs run it ~1.3x faster; float32 on
+    # CPUs without bf16 in oneDNN, where bf16 is far slower), flash
     # attention and a 350-step schedule: val 1.88 after ~260 steps instead of nanoGPT's 2000.
     # Evaluation looks at the first 10% of the val split first and runs the full split only near
     # the target.
@@ -143,6 +144,8 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     cfg = TrainConfig(**values)
     if cfg.decay_steps and cfg.decay_steps > cfg.max_steps:  # a shorter run decays sooner
         cfg.decay_steps = cfg.max_steps
+    if cfg.bf16 and not bf16_is_fast(cfg.device):  # the "cpu" preset on an AVX2-only CPU
+        cfg.bf16 = False
     return cfg
 
 
@@ -261,11 +264,22 @@ def model_fields(cfg: TrainConfig, vocab_size: int) -> dict[str, Any]:
                 n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, flash=cfg.flash)
 
 
-def newton_schulz(G: torch.Tensor, steps: int = 5) -> torch.Tensor:
+def bf16_is_fast(device: str) -> bool:
+    """Whether bfloat16 pays here: on CUDA, and on CPUs with bf16 in oneDNN (AVX512 or AMX).
+    On an AVX2-only CPU bf16 matmuls take a slow fallback path (docs/benchmarks.md)."""
+    if device.startswith("cuda"):
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """The nearest semi-orthogonal matrix to each G[i] (n, rows, cols), rows <= cols,
-    approximately: Muon's quintic iteration, in bf16, three batched matmuls a step."""
+    approximately: Muon's quintic iteration, in bf16 (or DTYPE), three batched matmuls a step."""
     a, b, c = (3.4445, -4.7750, 2.0315)
-    X = G.bfloat16()
+    X = G.to(dtype)
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
         A = X @ X.mT
@@ -280,8 +294,10 @@ class Muon(torch.optim.Optimizer):
     of one shape (up to transposition) are orthogonalised together, as one batch: few kernel
     launches a step, which is what a step of a small model costs on a GPU."""
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95):
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95,
+                 dtype: torch.dtype = torch.bfloat16):
         super().__init__(params, dict(lr=lr, momentum=momentum))
+        self.dtype = dtype  # of the orthogonalisation
 
     @torch.no_grad()
     def step(self) -> None:
@@ -300,7 +316,7 @@ class Muon(torch.optim.Optimizer):
             for idx in by_shape.values():
                 tall = [params[i].size(0) > params[i].size(1) for i in idx]
                 stacked = torch.stack([nesterov[i].mT if t else nesterov[i] for i, t in zip(idx, tall)])
-                out = newton_schulz(stacked).to(params[idx[0]].dtype).unbind(0)
+                out = newton_schulz(stacked, dtype=self.dtype).to(params[idx[0]].dtype).unbind(0)
                 updates = [u.mT if t else u for u, t in zip(out, tall)]
                 scales = [max(1.0, params[i].size(0) / params[i].size(1)) ** 0.5 for i in idx]
                 torch._foreach_mul_(updates, scales)
@@ -347,7 +363,8 @@ def make_optimizer(model, cfg: TrainConfig) -> Optimizers:
         lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
     if not hidden:
         return Optimizers(adamw)
-    return Optimizers(adamw, Muon(hidden, lr=cfg.muon_lr))
+    dtype = torch.bfloat16 if bf16_is_fast(cfg.device) else torch.float32
+    return Optimizers(adamw, Muon(hidden, lr=cfg.muon_lr, dtype=dtype))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
