@@ -40,3 +40,33 @@ def test_block_ids_compared_with_the_null_block_explained():
     same, differ = describe_blocks({0: [1], 1: [2, 3]}, {0: [0], 1: [1, 2]})
     assert not same and "null block" in differ[0]
     assert describe_blocks({0: [1]}, {0: [1]}) == (["block ids per request {0: [1]}"], [])
+
+
+def test_engine_trace_is_kept_under_a_key_of_what_it_depends_on(home, tmp_path, monkeypatch):
+    """The compare criterion's engine side is read back while the engine, model, settings and
+    libraries are unchanged, and traced again when one of them changes."""
+    import json
+
+    from zero2vllm.engine import trace
+    from zero2vllm.labs.trace_step import compare
+
+    calls = []
+
+    def fake_run_trace(settings, save):
+        calls.append(settings)
+        return {"rounds": [{"steps": [], "requests": []}], "n": len(calls)}, None
+
+    monkeypatch.setattr(trace, "run_trace", fake_run_trace)
+    monkeypatch.setattr("zero2vllm.models.ensure_model_dir", lambda spec: tmp_path / "model")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    cache = tmp_path / "cache"
+    first, cached = compare.engine_trace(cache)
+    assert (first["n"], cached) == (1, False) and calls[0]["prompts"] == compare.PROMPTS
+    assert [json.loads(p.read_text()) for p in cache.glob("*.json")] == [first]
+    again, cached = compare.engine_trace(cache)
+    assert (again, cached, len(calls)) == (first, True, 1)
+    monkeypatch.setitem(compare.SETTINGS, "max_tokens", 9)
+    assert compare.engine_trace(cache)[0]["n"] == 2
+    (tmp_path / "model" / "config.json").write_text('{"changed": 1}')
+    assert compare.engine_trace(cache)[0]["n"] == 3 and len(list(cache.glob("*.json"))) == 3

@@ -2,7 +2,8 @@
 hook called after every Scheduler.schedule(); next to each hook record it keeps what the
 scheduler and its KV cache manager say (total tokens, tokens per request, each request's
 block ids), and the criteria compare the two. The last criterion runs zero2vllm's engine on
-the same prompts and says what is the same and what differs."""
+the same prompts (kept in the model cache: compare.engine_trace) and says what is the same and
+what differs."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from zero2vllm.contrib import vllmsrc
 from zero2vllm.models import model_cache_dir
 from zero2vllm.labs.framework import CheckFailed, criterion
 from zero2vllm.labs.trace_step.compare import (
-    PROMPTS, SETTINGS, describe, describe_blocks, engine_blocks, engine_schedule, vllm_blocks, vllm_schedule,
+    PROMPTS, describe, describe_blocks, engine_blocks, engine_schedule, engine_trace, vllm_blocks,
+    vllm_schedule,
 )
 
 DRIVER = Path(__file__).with_name("driver.py")
@@ -136,15 +138,13 @@ def compare(ctx):
     run = ctx.state.get("run")
     if run is None:
         raise CheckFailed("not run: needs 'vLLM run'")
-    from zero2vllm.engine.trace import run_trace
-
-    record, _ = run_trace({"prompts": PROMPTS, "model": "smollm2", **SETTINGS}, save=False)
+    record, cached = engine_trace(model_cache_dir() / "trace-step-engine")
     same, differ = describe(vllm_schedule(run), engine_schedule(record),
                             [r["prompt_tokens"] for r in run["requests"]],
                             [r["prompt_tokens"] for r in record["rounds"][0]["requests"]])
     same_b, differ_b = describe_blocks(vllm_blocks(run), engine_blocks(record))
     same, differ = same + same_b, differ + differ_b
-    ctx.metrics.update(same=same, differ=differ)
+    ctx.metrics.update(same=same, differ=differ, engine_trace_cached=cached)
     lines = ["same: " + s for s in same] + ["differs: " + d for d in differ]
     if any(d.startswith(("step", "tokens")) for d in differ):
         lines.append("why: read Scheduler.schedule (vllm/v1/core/sched/scheduler.py) beside "

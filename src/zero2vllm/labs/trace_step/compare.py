@@ -3,6 +3,13 @@ per step, the tokens each request got. Requests are matched by order of arrival.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
 # The second prompt is longer than a block (32 tokens), so its blocks grow while it is chunked.
 PROMPTS = ["The capital of France is",
            "Once upon a time, in a small village by the sea, there lived an old fisherman who walked "
@@ -77,3 +84,39 @@ def describe(vllm: list[dict[int, int]], engine: list[dict[int, int]], vllm_prom
     per_e = [sum(s.get(i, 0) for s in engine) for i in range(len(engine_prompts))]
     (same if per_v == per_e else differ).append(f"tokens computed per request: vLLM {per_v}, engine {per_e}")
     return same, differ
+
+
+def engine_trace(cache: Path) -> tuple[dict, bool]:
+    """zero2vllm's engine on PROMPTS with SETTINGS: (its trace record, whether it came from CACHE). The engine is greedy and
+    deterministic, so the record is kept in CACHE under a key of everything it depends on (the
+    engine's sources, the model's files, torch's and transformers' versions): a check run again
+    reads it instead of loading the model and tracing again."""
+    from zero2vllm.models import ensure_model_dir
+
+    folder = ensure_model_dir("smollm2")
+    key = hashlib.sha256(json.dumps([PROMPTS, SETTINGS], sort_keys=True).encode())
+    engine = Path(__file__).resolve().parents[2] / "engine"
+    for f in sorted(p for p in engine.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        key.update(str(f.relative_to(engine)).encode() + b"\0" + f.read_bytes())
+    for f in sorted(folder.iterdir()):  # weights by size and time: hashing 0.5 GB costs seconds
+        st = f.stat()
+        key.update(f"{f.name} {st.st_size} {st.st_mtime_ns}".encode())
+    for dist in ("torch", "transformers"):
+        key.update(metadata.version(dist).encode())
+    path = cache / f"{key.hexdigest()[:32]}.json"
+    try:
+        return json.loads(path.read_text()), True
+    except (OSError, ValueError):
+        pass
+    from zero2vllm.engine.trace import run_trace
+
+    record, _ = run_trace({"prompts": PROMPTS, "model": "smollm2", **SETTINGS}, save=False)
+    try:  # atomically: checks run side by side
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            json.dump(record, out)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the next check the trace
+    return record, False
