@@ -146,6 +146,9 @@ def compare(ctx):
     same, differ = same + same_b, differ + differ_b
     ctx.metrics.update(same=same, differ=differ, engine_trace_cached=cached)
     lines = ["same: " + s for s in same] + ["differs: " + d for d in differ]
+    if cached:
+        lines.append("(zero2vllm's side was read back from an earlier check: the engine, model and "
+                     "settings are unchanged)")
     if any(d.startswith(("step", "tokens")) for d in differ):
         lines.append("why: read Scheduler.schedule (vllm/v1/core/sched/scheduler.py) beside "
                      "zero2vllm/engine/scheduler.py for where each fills the token budget")
