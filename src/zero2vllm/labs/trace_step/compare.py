@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -87,15 +86,15 @@ def describe(vllm: list[dict[int, int]], engine: list[dict[int, int]], vllm_prom
 
 
 def engine_trace(cache: Path) -> tuple[dict, bool]:
-    """zero2vllm's engine on PROMPTS with SETTINGS: (its trace record, whether it came from CACHE). The engine is greedy and
-    deterministic, so the record is kept in CACHE under a key of everything it depends on (the
-    engine's sources, the model's files, torch's and transformers' versions): a check run again
-    reads it instead of loading the model and tracing again."""
+    """zero2vllm's engine on PROMPTS with SETTINGS: (its trace record, whether it was read back).
+    The engine is greedy and deterministic, so the record is kept in CACHE under a key of what it
+    depends on (the engine's sources, the model's files, torch's and transformers' versions)."""
     from zero2vllm.models import ensure_model_dir
 
     folder = ensure_model_dir("smollm2")
     key = hashlib.sha256(json.dumps([PROMPTS, SETTINGS], sort_keys=True).encode())
     engine = Path(__file__).resolve().parents[2] / "engine"
+    # every file, the C++ kernels too (labs.check.files_hash looks at Python and text files only)
     for f in sorted(p for p in engine.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         key.update(str(f.relative_to(engine)).encode() + b"\0" + f.read_bytes())
     for f in sorted(folder.iterdir()):  # weights by size and time: hashing 0.5 GB costs seconds
@@ -111,11 +110,10 @@ def engine_trace(cache: Path) -> tuple[dict, bool]:
     from zero2vllm.engine.trace import run_trace
 
     record, _ = run_trace({"prompts": PROMPTS, "model": "smollm2", **SETTINGS}, save=False)
-    try:  # atomically: checks run side by side
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial")  # then renamed: checks run side by side
+    try:
         cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out)
+        tmp.write_text(json.dumps(record))
         os.replace(tmp, path)
     except OSError:
         pass  # a read-only cache only costs the next check the trace
