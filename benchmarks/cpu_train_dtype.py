@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.steps < 1 or args.rounds < 1 or args.threads < 1:
+        ap.error("--steps, --rounds and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     data = train.load_data()
     print(f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}, "

@@ -70,3 +70,6 @@ def test_engine_trace_is_kept_under_a_key_of_what_it_depends_on(home, tmp_path, 
     assert compare.engine_trace(cache)[0]["n"] == 2
     (tmp_path / "model" / "config.json").write_text('{"changed": 1}')
     assert compare.engine_trace(cache)[0]["n"] == 3 and len(list(cache.glob("*.json"))) == 3
+    for kept in cache.glob("*.json"):  # a damaged file is traced again, not trusted
+        kept.write_text("[1, 2]")
+    assert compare.engine_trace(cache) == ({"rounds": [{"steps": [], "requests": []}], "n": 4}, False)

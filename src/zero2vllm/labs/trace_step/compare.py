@@ -104,7 +104,9 @@ def engine_trace(cache: Path) -> tuple[dict, bool]:
         key.update(metadata.version(dist).encode())
     path = cache / f"{key.hexdigest()[:32]}.json"
     try:
-        return json.loads(path.read_text()), True
+        kept = json.loads(path.read_text())
+        if isinstance(kept, dict) and isinstance(kept.get("rounds"), list):  # else: traced again
+            return kept, True
     except (OSError, ValueError):
         pass
     from zero2vllm.engine.trace import run_trace
