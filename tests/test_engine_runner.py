@@ -383,23 +383,69 @@ def test_cpu_fused_ops_that_disagree_are_not_used(monkeypatch, capsys):
     assert "C++ fused ops unusable" in capsys.readouterr().err
 
 
+HUGE_PAGES_PROBE = """
+from pathlib import Path
+import torch
+from zero2vllm.engine.model_runner import use_huge_pages
+
+def huge_kb():
+    return int(Path("/proc/self/smaps_rollup").read_text().split("AnonHugePages:")[1].split()[0])
+
+weights = torch.ones(48 << 20 >> 2)  # 48 MB, filled: like weights already loaded
+pool = torch.empty(64 << 20 >> 2)    # 64 MB, not yet touched: like the KV pool
+before = huge_kb()
+moved = use_huge_pages(pool)
+pool.zero_()
+print(moved, huge_kb() - before, weights.sum().item() == weights.numel() and pool.abs().sum().item() == 0)
+"""
+
+
 def test_huge_pages_back_what_was_loaded_and_what_will_be_written():
     """use_huge_pages collapses filled memory (the loaded weights) into 2 MB pages, and marks the KV pool,
-    still untouched, so zeroing it faults in 2 MB pages; both show in the kernel's own count."""
-    from zero2vllm.engine.model_runner import use_huge_pages
-
+    still untouched, so zeroing it faults in 2 MB pages; both show in the kernel's own count. In a fresh
+    process: one that already ran an engine reuses freed memory that is on huge pages already."""
     thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if not thp.exists() or "[never]" in thp.read_text():
         pytest.skip("no transparent huge pages here: the engine keeps 4 KB pages")
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], capture_output=True, text=True, check=True)
+    moved, grown_kb, kept = out.stdout.split()
+    assert int(moved) >= 32 << 20  # at least the weights' whole 2 MB pages
+    assert int(grown_kb) >= (32 + 48) << 10  # the weights' pages and most of the pool's, in KB
+    assert kept == "True"  # contents kept
 
-    def huge_kb() -> int:
-        return int(Path("/proc/self/smaps_rollup").read_text().split("AnonHugePages:")[1].split()[0])
 
-    weights = torch.ones(48 << 20 >> 2)  # 48 MB, filled: like weights already loaded
-    pool = torch.empty(64 << 20 >> 2)    # 64 MB, not yet touched: like the KV pool
-    before = huge_kb()
-    moved = use_huge_pages(pool)
-    assert moved >= 32 << 20  # at least the weights' whole 2 MB pages
-    pool.zero_()
-    assert huge_kb() - before >= (32 + 48) << 10  # the weights' pages and most of the pool's, in KB
-    assert weights.sum().item() == weights.numel() and pool.abs().sum().item() == 0  # contents kept
+@pytest.mark.parametrize("rows", [1, 7, 16])
+def test_cpu_small_linear_matches_f_linear(rows):
+    """The C++ matmul of decode steps gives F.linear's result for 1 to 16 rows, SmolLM2's shapes, and
+    rows that are a strided view (a slice of a wider tensor)."""
+    from zero2vllm.engine.kernels import cpu_kernels
+
+    small = cpu_kernels.load_cpu_small_linear()
+    assert small is not None
+    gen = torch.Generator().manual_seed(rows)
+    for k, n in [(576, 960), (1536, 576), (576, 3072), (40, 16)]:
+        weight, wide = torch.randn(n, k, generator=gen), torch.randn(rows, 2 * k, generator=gen)
+        x = wide[:, ::2]
+        got = small(x, cpu_kernels.panels(weight), n)
+        assert got.shape == (rows, n)
+        torch.testing.assert_close(got, torch.nn.functional.linear(x, weight), rtol=1e-4, atol=1e-4)
+
+
+def test_engine_uses_the_small_linear_only_for_few_rows(tiny_dir, monkeypatch):
+    """Decode steps (one row per sequence) go through the C++ matmul, prompt steps of more than 16 rows
+    through oneDNN; the tokens are those of the engine without the C++ kernels."""
+    from zero2vllm.engine.kernels import cpu_kernels
+
+    real, rows_seen = cpu_kernels.load_cpu_small_linear, []
+
+    def counting():
+        fn = real()
+        return lambda x, w, n: rows_seen.append(x.shape[0]) or fn(x, w, n)
+
+    monkeypatch.setattr(cpu_kernels, "load_cpu_small_linear", counting)
+    params = SamplingParams(max_tokens=6, ignore_eos=True)
+    got = engine_for(tiny_dir).generate([prompts()[4]], params)[0]["token_ids"]
+    assert rows_seen and set(rows_seen) == {1}  # the 40-token prompt step did not use it
+    rows_seen.clear()
+    want = engine_for(tiny_dir, cpu_decode_kernel=False).generate([prompts()[4]], params)[0]["token_ids"]
+    assert not rows_seen and got == want

@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-model-len", type=int, default=None)
     ap.add_argument("--no-prefix-caching", action="store_true")
     ap.add_argument("--no-cpu-kernel", action="store_true",
-                    help="CPU: PyTorch's decode attention (gather + SDPA) and elementwise ops instead of "
-                         "the C++ kernels (to compare)")
+                    help="CPU: PyTorch's decode attention (gather + SDPA), elementwise ops and oneDNN "
+                         "matmuls instead of the C++ kernels (to compare)")
     ap.add_argument("--no-huge-pages", action="store_true",
                     help="CPU: keep 4 KB pages for the weights and KV cache (starts ~3 s sooner, decodes slower)")
     ap.add_argument("--enforce-eager", action="store_true", help="CUDA: no CUDA graphs")

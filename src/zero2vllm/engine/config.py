@@ -76,7 +76,7 @@ class EngineConfig:
     enforce_eager: bool = False          # on CUDA: False captures CUDA graphs for decode steps
     async_scheduling: bool = True        # with CUDA graphs: plan the next step while the GPU runs this one
     prepack_weights: bool = True         # on CPU: oneDNN-packed weights (faster small-batch matmuls)
-    cpu_decode_kernel: bool = True       # on CPU: C++ decode attention and fused ops (cpu_kernels.py)
+    cpu_decode_kernel: bool = True       # on CPU: C++ decode attention, fused ops, few-row matmuls
     huge_pages: bool = False             # on CPU: weights and KV on 2 MB pages (faster decode, ~3 s more at start)
     num_threads: int | None = None       # torch CPU threads (None: all cores, shared by the ranks)
     tensor_parallel_size: int = 1        # ranks (processes) the model is split across (parallel.py)

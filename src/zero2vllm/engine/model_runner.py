@@ -20,6 +20,7 @@ step's argmax, and the argmax is copied into one of two pinned buffers for the h
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import sys
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ import torch
 from .attention import AttnGroup, StepContext, build_group
 from .config import EngineConfig
 from .model import CPU_KERNELS, LlamaModel, load_weights, prepack_for_cpu
-from .parallel import TPGroup
+from .parallel import ReplicatedLinear, TPGroup
 from .scheduler import ScheduledBatch
 from .sequence import PENDING, Sequence
 
@@ -118,6 +119,13 @@ class ModelRunner:
         else:
             self.model.init_random(cfg.seed)
         self.prepacked = self.device.type == "cpu" and cfg.prepack_weights and prepack_for_cpu(self.model)
+        if self.device.type == "cpu" and cfg.cpu_decode_kernel and self.dtype == torch.float32:
+            from .kernels.cpu_kernels import load_cpu_small_linear, panels
+
+            if small := load_cpu_small_linear():  # decode steps' matmuls (copied before the huge pages below)
+                for m in self.model.modules():
+                    if isinstance(m, ReplicatedLinear) and m.out_features % 16 == 0:
+                        m.small_linear = functools.partial(small, w=panels(m.weight), n=m.out_features)
         self.block_size = cfg.block_size
         self.num_blocks = cfg.num_kv_blocks or self._blocks_for(cfg.kv_cache_gb)
         self.pad_block = self.num_blocks  # the spare block

@@ -53,18 +53,22 @@ class ReplicatedLinear(nn.Linear):
     """nn.Linear without bias, plus an optional oneDNN-prepacked copy of the weight for the CPU.
 
     MKL's sgemm is slow for the few rows of a decode step; oneDNN with the weight reordered once
-    into its blocked layout (what vLLM's CPU backend does) is faster (docs/history.md).
+    into its blocked layout (what vLLM's CPU backend does) is faster (docs/history.md), and for at
+    most 16 rows the C++ kernel reading the weight as panels is faster still (docs/benchmarks.md).
     """
 
-    packed: torch.Tensor | None = None
+    # oneDNN's blocked copy of the weight; cpu_kernels' C++ matmul for steps of at most 16 rows,
+    # bound to this weight's panels (model_runner sets both on the CPU)
+    packed = small_linear = None
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(in_features, out_features, bias=False)
 
     def forward(self, x):
-        if self.packed is None:
-            return F.linear(x, self.weight)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
+        if self.small_linear is not None and x.shape[0] <= 16:
+            return self.small_linear(x)
+        return F.linear(x, self.weight) if self.packed is None else \
+            torch.ops.mkldnn._linear_pointwise(x, self.packed, None, "none", [], "")
 
     def weight_loader(self, loaded: torch.Tensor, shard: int = 0) -> None:
         self.weight.data.copy_(loaded)

@@ -6,6 +6,8 @@
 - The elementwise steps between the matmuls (csrc/fused_ops.cpp): model.py's `@fused` functions,
   each one pass instead of 3-10 PyTorch ops (on a GPU, torch.compile fuses them; on the CPU its
   compiled calls cost more per decode step than they save).
+- The matmuls of a decode step (csrc/small_linear.cpp): at most 16 rows, where each weight streams
+  in from memory once per step; from panels of 16 output columns, faster than oneDNN there.
 What each saves, per step and through HTTP, is in docs/benchmarks.md.
 
 They are compiled with the machine's g++ against PyTorch's headers (at::parallel_for runs them on
@@ -166,3 +168,34 @@ def load_cpu_fused_ops() -> dict:
         print(f"engine: C++ fused ops unusable ({exc}); using the PyTorch ops", file=sys.stderr)
         return {}
     return ops
+
+
+def panels(weight: torch.Tensor) -> torch.Tensor:
+    """W [N, K] as small_linear reads it: [N / 16, K, 16], 16 output columns side by side."""
+    n, k = weight.shape
+    return weight.detach().view(n // 16, 16, k).transpose(1, 2).contiguous()
+
+
+def load_cpu_small_linear():
+    """small_linear(x [M <= 16, K], panels, N) -> x @ W^T [M, N] if it builds and agrees with
+    F.linear on random inputs (one row and sixteen), else None and why, on stderr."""
+    try:
+        fn = ctypes.CDLL(str(build())).small_linear
+        fn.restype, fn.argtypes = None, [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3
+
+        def small_linear(x: torch.Tensor, w: torch.Tensor, n: int) -> torch.Tensor:
+            x = x.contiguous()
+            y = x.new_empty(x.shape[0], n)
+            fn(y.data_ptr(), x.data_ptr(), w.data_ptr(), *x.shape, n)
+            return y
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(48, 40, generator=gen)
+        for rows in (1, 16):
+            x = torch.randn(rows, 40, generator=gen)
+            got, want = small_linear(x, panels(weight), 48), torch.nn.functional.linear(x, weight)
+            if not (got - want).abs().max() <= 1e-5 * want.abs().max():
+                raise ValueError(f"it differs from F.linear by {(got - want).abs().max().item():.3g}")
+    except Exception as exc:
+        print(f"engine: C++ small-batch matmul unusable ({exc}); using oneDNN", file=sys.stderr)
+        return None
+    return small_linear
