@@ -5,7 +5,8 @@
 16 sequences of 150 random prompt tokens are prefilled and decoded 20 steps, then one decode
 batch is run again and again (median of 15 forwards) as it is (decode attention by the C++
 kernel, cpu_kernels.py), with the PyTorch gather + SDPA attention instead, with the PyTorch
-elementwise ops instead of their C++ versions (model.py's @fused), and with attention
+elementwise ops instead of their C++ versions (model.py's @fused), with oneDNN's matmuls instead
+of the C++ few-row ones (csrc/small_linear.cpp), and with attention
 or the KV write replaced by a no-op. The differences say what each part costs; the outputs of
 the switched-off runs are wrong, only their time matters. SmolLM2-135M, fp32.
 """
@@ -58,6 +59,13 @@ def main() -> None:
     M.CPU_KERNELS.clear()
     rows.append(("with PyTorch elementwise ops", ms(forward)))
     M.CPU_KERNELS.update(fused)
+    linears = [m for m in runner.model.modules() if getattr(m, "small_linear", None) is not None]
+    small = [m.small_linear for m in linears]
+    for m in linears:
+        m.small_linear = None  # back to oneDNN's prepacked matmul
+    rows.append(("with oneDNN matmuls", ms(forward)))
+    for m, fn in zip(linears, small):
+        m.small_linear = fn
     switches = [("without attention", "paged_attention", lambda q, kv, c: q.reshape(q.shape[0], -1)),
                 ("without the KV write", "store_kv", lambda *a: None)]
     for label, name, stub in switches:  # the names model.py calls
@@ -72,7 +80,8 @@ def main() -> None:
     rows.append(("LM head alone (16 rows)", ms(lambda: runner.model.compute_logits(hidden))))
     print(f"decode batch: {ids.shape[0]} sequences, context {ctx.decode.context_lens.max().item()} tokens, "
           f"decode attention: {'C++ kernel' if kernel else 'PyTorch (the kernel did not load)'}, "
-          f"C++ elementwise ops: {len(fused)} of 3, {'2 MB' if huge else '4 KB'} pages")
+          f"C++ elementwise ops: {len(fused)} of 3, C++ few-row matmuls: {len(linears)} layers, "
+          f"{'2 MB' if huge else '4 KB'} pages")
     print(f"{'what':<28} {'ms':>7}")
     for label, value in rows:
         print(f"{label:<28} {value:7.2f}")
