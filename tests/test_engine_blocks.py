@@ -183,7 +183,8 @@ def test_the_engine_stays_readable_in_size():
     ops (51 lines of C++, ~50 of Python to load and check them) and huge pages (19), for the issue's
     CPU parity with compiled vLLM, to 1,736: over "about 1,600", said so in its closing note. The
     C++ few-row matmul for decode steps (csrc/small_linear.cpp, its loader and check), for the same
-    parity, to 1,789. Tensor parallelism
+    parity, to 1,789; its tiles for CPUs without AVX-512 (16 rows' sums spilled AVX2's 16 registers:
+    6x slower than oneDNN on a Zen 3), to 1,803. Tensor parallelism
     (issue 21: parallel.py, executor.py) is counted apart, at most 130 more, so its cost stays visible."""
     folder = Path(__file__).resolve().parents[1] / "src" / "zero2vllm" / "engine"
     files = [f for f in [*folder.rglob("*.py"), *folder.rglob("*.cpp")] if f.name != "traces.py"]
@@ -191,5 +192,5 @@ def test_the_engine_stays_readable_in_size():
     tp = [f for f in files if f.name in ("parallel.py", "executor.py")]
     assert len(tp) == 2
     total = sum(code_lines(f) for f in files if f not in tp)
-    assert 1000 < total <= 1790, total
+    assert 1000 < total <= 1803, total
     assert sum(code_lines(f) for f in tp) <= 130
