@@ -210,8 +210,10 @@ def test_the_bundled_plan_of_a_new_machine_loses_to_the_learners_plan(server, tm
     assert a.get_plan()["source_name"] == b.get_plan()["source_name"] == "mine.txt"
 
 
-def test_cli_sync_and_status(server, home, z2v):
+def test_cli_sync_and_status(server, home, z2v, monkeypatch):
     from zero2vllm.group.client import save_config
+
+    monkeypatch.setenv("ZERO2VLLM_NOW", "2026-12-01T12:00:00")  # the plan starts on 2026-11-30, whatever today is
 
     _, cfg = config_for(server, "jo@example.org")
     status = z2v.json("sync", "--status")
