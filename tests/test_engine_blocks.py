@@ -184,7 +184,9 @@ def test_the_engine_stays_readable_in_size():
     CPU parity with compiled vLLM, to 1,736: over "about 1,600", said so in its closing note. The
     C++ few-row matmul for decode steps (csrc/small_linear.cpp, its loader and check), for the same
     parity, to 1,789; its tiles for CPUs without AVX-512 (16 rows' sums spilled AVX2's 16 registers:
-    6x slower than oneDNN on a Zen 3), to 1,803. Tensor parallelism
+    6x slower than oneDNN on a Zen 3), to 1,803; tiles compiled per row count (6 rows' sums hide the
+    FMAs' latency where 5 did not) and a decode attention compiled per head size (its output in
+    registers, the next block asked for a share per head), to 1,832. Tensor parallelism
     (issue 21: parallel.py, executor.py) is counted apart, at most 130 more, so its cost stays visible."""
     folder = Path(__file__).resolve().parents[1] / "src" / "zero2vllm" / "engine"
     files = [f for f in [*folder.rglob("*.py"), *folder.rglob("*.cpp")] if f.name != "traces.py"]
@@ -192,5 +194,5 @@ def test_the_engine_stays_readable_in_size():
     tp = [f for f in files if f.name in ("parallel.py", "executor.py")]
     assert len(tp) == 2
     total = sum(code_lines(f) for f in files if f not in tp)
-    assert 1000 < total <= 1803, total
+    assert 1000 < total <= 1832, total
     assert sum(code_lines(f) for f in tp) <= 130

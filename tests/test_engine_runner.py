@@ -414,7 +414,7 @@ def test_huge_pages_back_what_was_loaded_and_what_will_be_written():
     assert kept == "True"  # contents kept
 
 
-@pytest.mark.parametrize("rows", [1, 7, 16])
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 11, 13, 16])  # tiles of 1-6 rows with AVX2, one of 1-16 with AVX-512
 def test_cpu_small_linear_matches_f_linear(rows):
     """The C++ matmul of decode steps gives F.linear's result for 1 to 16 rows, SmolLM2's shapes, and
     rows that are a strided view (a slice of a wider tensor)."""

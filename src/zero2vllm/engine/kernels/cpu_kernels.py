@@ -107,8 +107,9 @@ def load_cpu_decode_kernel(kv_cache: torch.Tensor, num_heads: int) -> PagedDecod
     """The C++ kernel if it builds and agrees with the PyTorch path here, else None (and why, on stderr)."""
     try:
         _, block_size, _, kv_heads, head_dim = kv_cache.shape
-        if kv_cache.dtype != torch.float32 or num_heads > 64 or head_dim > 128 or block_size > 64:
-            raise ValueError("it handles float32, at most 64 heads of at most 128 dims, blocks of at most 64 tokens")
+        if (kv_cache.dtype != torch.float32 or num_heads > 64 or head_dim > 128 or head_dim % 8
+                or block_size > 64):
+            raise ValueError("it handles float32, at most 64 heads of 8, 16, ... 128 dims, blocks of at most 64 tokens")
         kernel = PagedDecodeKernel(build())
         err = decode_kernel_error(kernel, kv_cache, num_heads)
         if not err < 1e-4:
@@ -178,7 +179,8 @@ def panels(weight: torch.Tensor) -> torch.Tensor:
 
 def load_cpu_small_linear():
     """small_linear(x [M <= 16, K], panels, N) -> x @ W^T [M, N] if it builds and agrees with
-    F.linear on random inputs (one row and sixteen), else None and why, on stderr."""
+    F.linear on random inputs (every row count from 1 to 16: each tile size is its own code), else
+    None and why, on stderr."""
     try:
         fn = ctypes.CDLL(str(build())).small_linear
         fn.restype, fn.argtypes = None, [ctypes.c_void_p] * 3 + [ctypes.c_int] * 3
@@ -190,7 +192,7 @@ def load_cpu_small_linear():
             return y
         gen = torch.Generator().manual_seed(0)
         weight = torch.randn(48, 40, generator=gen)
-        for rows in (1, 16):
+        for rows in range(1, 17):
             x = torch.randn(rows, 40, generator=gen)
             got, want = small_linear(x, panels(weight), 48), torch.nn.functional.linear(x, weight)
             if not (got - want).abs().max() <= 1e-5 * want.abs().max():
